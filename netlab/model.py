@@ -1,0 +1,148 @@
+"""The lab model: what a topology file means, independent of YAML and of the kernel.
+
+The parser (`netlab.topology`) builds these objects; the planner (`netlab.plan`) reads
+them. Nothing here touches the kernel, so every layer can share and test it without root.
+Field names follow Kubernetes where a Kubernetes object exists, so a reader who knows
+`kubectl get -o yaml` recognises them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+IstioVersion = Literal["1.23", "1.24+"]
+
+# Built-in application images. Anything else needs a `command:`.
+BUILTIN_IMAGES = (
+    "netlab/http-echo",
+    "netlab/tcp-echo",
+    "netlab/sleep",
+    "netlab/reverse-proxy",
+)
+
+AMBIENT_LABEL = "istio.io/dataplane-mode"
+INJECTION_LABEL = "istio-injection"
+WAYPOINT_LABEL = "istio.io/use-waypoint"
+BYPASS_INBOUND_ANNOTATION = "ambient.istio.io/bypass-inbound-capture"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a value came from, so errors and reports can point at the file."""
+
+    file: str
+    document: int  # 1-based index of the YAML document in the file
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}, document {self.document}"
+        return f"{where}, line {self.line}" if self.line else where
+
+
+@dataclass
+class Node:
+    name: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Namespace:
+    name: str
+    labels: dict[str, str] = field(default_factory=dict)
+    source: Source | None = None
+
+
+@dataclass
+class ServiceAccount:
+    namespace: str
+    name: str
+    source: Source | None = None
+
+
+@dataclass
+class ContainerPort:
+    container_port: int
+    name: str | None = None
+    protocol: str = "TCP"
+
+
+@dataclass
+class Container:
+    name: str
+    image: str
+    command: list[str] = field(default_factory=list)
+    args: list[str] = field(default_factory=list)
+    ports: list[ContainerPort] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Deployment:
+    namespace: str
+    name: str
+    replicas: int
+    service_account: str
+    labels: dict[str, str]  # pod template labels
+    annotations: dict[str, str]
+    containers: list[Container]
+    node_name: str | None = None
+    node_selector: dict[str, str] = field(default_factory=dict)
+    source: Source | None = None
+
+
+@dataclass
+class ServicePort:
+    port: int
+    target_port: Union[int, str]
+    name: str | None = None
+    protocol: str = "TCP"
+    app_protocol: str | None = None
+
+
+@dataclass
+class Service:
+    namespace: str
+    name: str
+    ports: list[ServicePort]
+    selector: dict[str, str]
+    cluster_ip: str | None = None  # None: the planner allocates one
+    labels: dict[str, str] = field(default_factory=dict)
+    source: Source | None = None
+
+
+@dataclass
+class Resource:
+    """A kind netlab parses and keeps for later layers (policies, routes, gateways).
+
+    The raw document is kept whole: the layer that implements the kind interprets it.
+    """
+
+    kind: str
+    namespace: str
+    name: str
+    spec: dict[str, Any]
+    labels: dict[str, str] = field(default_factory=dict)
+    source: Source | None = None
+
+
+@dataclass
+class Lab:
+    name: str
+    nodes: list[Node]
+    istio_version: IstioVersion = "1.24+"
+    trust_domain: str = "cluster.local"
+    pod_cidr: str = "10.244.0.0/16"
+    service_cidr: str = "10.96.0.0/16"
+    namespaces: list[Namespace] = field(default_factory=list)
+    service_accounts: list[ServiceAccount] = field(default_factory=list)
+    deployments: list[Deployment] = field(default_factory=list)
+    services: list[Service] = field(default_factory=list)
+    resources: list[Resource] = field(default_factory=list)  # kept kinds
+    files: list[str] = field(default_factory=list)
+
+    def namespace(self, name: str) -> Namespace | None:
+        return next((n for n in self.namespaces if n.name == name), None)
+
+    def kept(self, kind: str) -> list[Resource]:
+        return [r for r in self.resources if r.kind == kind]
