@@ -1,0 +1,249 @@
+"""Apply desired state to the kernel, and destroy exactly what a lab owns.
+
+All netlink work happens in this process: one pyroute2 socket per namespace, opened
+while this thread is inside it (netns.entered), so nothing forks per object. Only
+iptables-restore and ipset run as subprocesses: once per namespace, atomically, as
+istio-cni does.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from typing import Callable
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from netlab.errors import KernelError
+from netlab.kernel import netns as nsmod
+from netlab.kernel import processes
+from netlab.kernel.ownership import LabRecord
+from netlab.plan.state import DesiredState, ProcessSpec, ReadyCheck
+
+Progress = Callable[[str, int, int], None]  # (step, done, total)
+RTNH_F_ONLINK = 4
+NUD_PERMANENT = 0x80
+
+
+def _noop(step: str, done: int, total: int) -> None:
+    pass
+
+
+class Applier:
+    def __init__(self, record: LabRecord, progress: Progress = _noop) -> None:
+        self.record = record
+        self.progress = progress
+        self.sockets: dict[str, IPRoute] = {}
+
+    # -- public -------------------------------------------------------------------------
+    def apply(self, state: DesiredState, ready_timeout: float = 20.0) -> None:
+        try:
+            self._namespaces(state)
+            self._links(state)
+            self._addresses_routes(state)
+            self._sysctls(state)
+            self._ipsets(state)
+            self._rulesets(state)
+            self._processes(state, ready_timeout)
+        except NetlinkError as e:
+            raise KernelError(f"netlink refused a change: {e}") from e
+        finally:
+            for s in self.sockets.values():
+                s.close()
+            self.sockets.clear()
+
+    # -- steps --------------------------------------------------------------------------
+    def _namespaces(self, state: DesiredState) -> None:
+        names = [n.name for n in state.netns]
+        # Journal first: a crash after this line still names every namespace to remove.
+        self.record.netns = names
+        self.record.save()
+        for i, name in enumerate(names):
+            nsmod.create(name)
+            with nsmod.entered(name):
+                self.sockets[name] = IPRoute()
+            self._up(name, "lo")
+            if i % 20 == 0:
+                self.progress("namespaces", i + 1, len(names))
+        self.progress("namespaces", len(names), len(names))
+
+    def _links(self, state: DesiredState) -> None:
+        for br in state.bridges:
+            ipr = self.sockets[br.netns]
+            ipr.link("add", ifname=br.name, kind="bridge")
+            self._up(br.netns, br.name)
+        for i, v in enumerate(state.veths):
+            ipr = self.sockets[v.netns]
+            peer: dict = {"ifname": v.peer_name}
+            if v.peer_mac:
+                peer["address"] = v.peer_mac
+            fd = os.open(nsmod.path(v.peer_netns), os.O_RDONLY)
+            try:
+                peer["net_ns_fd"] = fd
+                kw = {"address": v.mac} if v.mac else {}
+                ipr.link("add", ifname=v.name, kind="veth", peer=peer, **kw)
+            finally:
+                os.close(fd)
+            if v.master:
+                master = ipr.link_lookup(ifname=v.master)[0]
+                ipr.link("set", index=ipr.link_lookup(ifname=v.name)[0], master=master)
+            self._up(v.netns, v.name)
+            self._up(v.peer_netns, v.peer_name)
+            if i % 20 == 0:
+                self.progress("links", i + 1, len(state.veths))
+        self.progress("links", len(state.veths), len(state.veths))
+
+    def _addresses_routes(self, state: DesiredState) -> None:
+        for a in state.addresses:
+            ip, plen = a.cidr.split("/")
+            ipr = self.sockets[a.netns]
+            ipr.addr("add", index=self._index(a.netns, a.ifname), address=ip, prefixlen=int(plen))
+        for n in state.neighbours:
+            self.sockets[n.netns].neigh("add", dst=n.ip, lladdr=n.mac, state=NUD_PERMANENT,
+                                        ifindex=self._index(n.netns, n.ifname))
+        for r in state.routes:
+            kw: dict = {"dst": "0.0.0.0/0" if r.dst == "default" else r.dst}
+            if r.dev:
+                kw["oif"] = self._index(r.netns, r.dev)
+            if r.via:
+                kw["gateway"] = r.via
+            if r.onlink:
+                kw["flags"] = RTNH_F_ONLINK
+            if r.table:
+                kw["table"] = r.table
+            if r.type != "unicast":
+                kw["type"] = r.type
+            self.sockets[r.netns].route("add", **kw)
+        for rule in state.ip_rules:
+            self.sockets[rule.netns].rule("add", fwmark=rule.fwmark, fwmask=rule.mask,
+                                          table=rule.table, priority=rule.priority)
+        self.progress("addresses and routes", 1, 1)
+
+    def _sysctls(self, state: DesiredState) -> None:
+        for s in state.sysctls:
+            # /proc/sys/net follows the namespace of the thread that opens the file.
+            with nsmod.entered(s.netns):
+                with open("/proc/sys/" + s.key.replace(".", "/"), "w") as f:
+                    f.write(s.value)
+
+    def _ipsets(self, state: DesiredState) -> None:
+        for s in state.ipsets:
+            lines = [f"create {s.name} {s.type} -exist"] + [f"add {s.name} {m} -exist" for m in s.members]
+            self._run_in(s.netns, ["ipset", "restore"], "\n".join(lines) + "\n")
+
+    def _rulesets(self, state: DesiredState) -> None:
+        for i, rs in enumerate(state.rulesets):
+            self._run_in(rs.netns, ["iptables-restore", "--noflush"], rs.text)
+            self.progress("iptables", i + 1, len(state.rulesets))
+
+    def _processes(self, state: DesiredState, timeout: float) -> None:
+        logs = os.path.join(self.record.dir, "logs")
+        os.makedirs(logs, exist_ok=True)
+        for i, spec in enumerate(state.processes):
+            self._spawn(spec, logs)
+            self.progress("processes", i + 1, len(state.processes))
+        for spec, rec in zip(state.processes, self.record.processes):
+            for check in spec.ready:
+                wait_ready(check, rec.pid, rec.log, timeout)
+        self.progress("ready", 1, 1)
+
+    def _spawn(self, spec: ProcessSpec, logs: str) -> None:
+        safe = spec.name.replace("/", "_")
+        argv = list(spec.argv)
+        if spec.config is not None:
+            cfg = os.path.join(self.record.dir, f"{safe}.json")
+            with open(cfg, "w") as f:
+                f.write(spec.config)
+            argv = [cfg if a == "{config}" else a for a in argv]
+        resolv = None
+        if spec.resolv_conf:
+            resolv = os.path.join(self.record.dir, f"{safe}.resolv.conf")
+            with open(resolv, "w") as f:
+                f.write(spec.resolv_conf)
+        rec = processes.spawn(spec.name, spec.netns, argv, os.path.join(logs, f"{safe}.log"),
+                              resolv, uid=spec.uid, gid=spec.gid)
+        self.record.processes.append(rec)
+        self.record.save()
+
+    # -- helpers ------------------------------------------------------------------------
+    def _index(self, netns: str, ifname: str) -> int:
+        found = self.sockets[netns].link_lookup(ifname=ifname)
+        if not found:
+            raise KernelError(f"no interface {ifname} in {netns}")
+        return found[0]
+
+    def _up(self, netns: str, ifname: str) -> None:
+        self.sockets[netns].link("set", index=self._index(netns, ifname), state="up")
+
+    @staticmethod
+    def _run_in(netns: str, argv: list[str], stdin: str) -> None:
+        res = run_netns_only(netns, argv, stdin)
+        if res.returncode != 0:
+            raise KernelError(f"{' '.join(argv)} failed in {netns}: {res.stderr.strip()}")
+
+
+def run_netns_only(netns: str, argv: list[str], stdin: str | None = None,
+                   timeout: float = 30) -> subprocess.CompletedProcess:
+    """Run a tool in a namespace's network stack only (no mount namespace needed)."""
+    def enter() -> None:
+        fd = os.open(nsmod.path(netns), os.O_RDONLY)
+        nsmod.setns(fd, nsmod.CLONE_NEWNET)
+
+    return subprocess.run(argv, input=stdin, capture_output=True, text=True, preexec_fn=enter,
+                          timeout=timeout)
+
+
+def listening(check: ReadyCheck) -> bool:
+    """Is something bound to the port in that namespace? Read the kernel's socket table."""
+    table = "tcp" if check.proto == "tcp" else "udp"
+    with nsmod.entered(check.netns):
+        with open(f"/proc/thread-self/net/{table}") as f:
+            lines = f.readlines()[1:]
+    for line in lines:
+        fields = line.split()
+        port = int(fields[1].split(":")[1], 16)
+        if port == check.port and (check.proto == "udp" or fields[3] == "0A"):
+            return True
+    return False
+
+
+def wait_ready(check: ReadyCheck, pid: int, log: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while not listening(check):
+        if not processes.pid_alive(pid):
+            raise KernelError(f"process {pid} exited before listening on {check.proto}/{check.port} "
+                              f"in {check.netns}; its log ({log}) ends:\n{_tail(log)}")
+        if time.monotonic() > deadline:
+            raise KernelError(f"nothing listens on {check.proto}/{check.port} in {check.netns} "
+                              f"after {timeout:.0f}s; see {log}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def _tail(path: str, n: int = 15) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def destroy(record: LabRecord) -> None:
+    """Remove exactly what the record names: its processes, its namespaces, its state."""
+    record.status = "destroying"
+    try:
+        record.save()
+    except OSError:
+        pass
+    pids = {p.pid for p in record.processes if processes.is_ours(p)}
+    # Anything else still living in a lab namespace (a `netlab exec` shell, a child the
+    # lab's processes forked) holds that namespace open: it is the lab's too.
+    pids |= set(nsmod.pids_in(record.netns))
+    pids.discard(os.getpid())
+    processes.stop(sorted(pids))
+    for name in reversed(record.netns):
+        nsmod.delete(name)
+    record.remove()

@@ -1,0 +1,100 @@
+"""The lab's ownership record: /run/netlab/<lab>/state.json.
+
+Written *before* each kernel object is made (a journal of intent), so a crash at any
+point leaves a record naming everything that might exist. Teardown removes exactly
+what the record names and never sweeps by pattern (the lesson of Mininet's `mn -c`).
+/run is tmpfs: after a reboot both the record and the namespaces are gone together.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from netlab.plan import naming
+
+Status = Literal["building", "ready", "failed", "destroying"]
+
+
+@dataclass
+class ProcessRecord:
+    name: str
+    pid: int
+    starttime: int  # /proc/<pid>/stat field 22: guards against pid reuse
+    netns: str
+    log: str
+
+
+@dataclass
+class LabRecord:
+    lab: str
+    status: Status
+    builder_pid: int
+    created: float
+    files: list[str] = field(default_factory=list)
+    netns: list[str] = field(default_factory=list)
+    processes: list[ProcessRecord] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dir(self) -> str:
+        return naming.state_dir(self.lab)
+
+    def save(self) -> None:
+        os.makedirs(self.dir, exist_ok=True)
+        tmp = os.path.join(self.dir, "state.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(asdict(self), f, indent=1)
+        os.replace(tmp, os.path.join(self.dir, "state.json"))
+
+    @classmethod
+    def load(cls, lab: str) -> "LabRecord | None":
+        path = os.path.join(naming.state_dir(lab), "state.json")
+        try:
+            with open(path) as f:
+                d = json.load(f)
+        except FileNotFoundError:
+            return None
+        except (json.JSONDecodeError, OSError):
+            # A torn record still marks ownership: rebuild what the names tell us.
+            return cls(lab=lab, status="failed", builder_pid=0, created=0.0)
+        d["processes"] = [ProcessRecord(**p) for p in d.get("processes", [])]
+        return cls(**d)
+
+    @classmethod
+    def new(cls, lab: str, files: list[str]) -> "LabRecord":
+        return cls(lab=lab, status="building", builder_pid=os.getpid(), created=time.time(),
+                   files=list(files))
+
+    def builder_pid_alive(self) -> bool:
+        return pid_alive(self.builder_pid)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def all_labs() -> list[str]:
+    try:
+        return sorted(d for d in os.listdir(naming.STATE_ROOT)
+                      if os.path.isdir(os.path.join(naming.STATE_ROOT, d)))
+    except FileNotFoundError:
+        return []
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def starttime(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(") ", 1)[1].split()[19])

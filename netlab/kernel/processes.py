@@ -1,0 +1,95 @@
+"""Starting processes inside lab namespaces, and stopping them.
+
+A process is placed the way `ip netns exec` places it: setns() into the network
+namespace, a private mount namespace, and the pod's own resolv.conf bind-mounted over
+/etc/resolv.conf, so real clients (curl, Python) resolve cluster names. Nothing is
+written under the host's /etc.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from typing import IO, Sequence
+
+from netlab.kernel import netns as nsmod
+from netlab.kernel.ownership import ProcessRecord, pid_alive, starttime
+
+
+def _enter(netns_name: str, resolv_conf: str | None, uid: int, gid: int) -> None:
+    """Runs in the child between fork and exec (single-threaded there)."""
+    fd = os.open(nsmod.path(netns_name), os.O_RDONLY)
+    nsmod.setns(fd, nsmod.CLONE_NEWNET)
+    os.close(fd)
+    nsmod.unshare(nsmod.CLONE_NEWNS)
+    nsmod.mount("none", "/", None, nsmod.MS_REC | nsmod.MS_SLAVE)
+    # Remount /sys so /sys/class/net shows this namespace's links, as ip netns exec does.
+    try:
+        nsmod.umount("/sys")
+        nsmod.mount("sysfs", "/sys", "sysfs", 0)
+    except OSError:
+        pass
+    if resolv_conf:
+        nsmod.mount(resolv_conf, "/etc/resolv.conf", None, nsmod.MS_BIND)
+    if gid:
+        os.setgroups([gid])
+        os.setgid(gid)
+    if uid:
+        os.setuid(uid)
+
+
+def spawn(name: str, netns_name: str, argv: Sequence[str], log_path: str,
+          resolv_conf_path: str | None = None, env: dict[str, str] | None = None,
+          uid: int = 0, gid: int = 0) -> ProcessRecord:
+    """Start a daemon owned by the lab: own session, output to its log file."""
+    log: IO[bytes] = open(log_path, "ab", buffering=0)
+    try:
+        proc = subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, close_fds=True, env={**os.environ, **(env or {})},
+            preexec_fn=lambda: _enter(netns_name, resolv_conf_path, uid, gid))
+    finally:
+        log.close()
+    return ProcessRecord(name=name, pid=proc.pid, starttime=starttime(proc.pid), netns=netns_name,
+                         log=log_path)
+
+
+def run_in(netns_name: str, argv: Sequence[str], resolv_conf_path: str | None = None,
+           **kwargs: object) -> subprocess.CompletedProcess:
+    """Run a command to completion inside a namespace (used by `netlab exec` and tests)."""
+    return subprocess.run(list(argv), preexec_fn=lambda: _enter(netns_name, resolv_conf_path, 0, 0),
+                          **kwargs)  # type: ignore[arg-type]
+
+
+def is_ours(rec: ProcessRecord) -> bool:
+    try:
+        return pid_alive(rec.pid) and starttime(rec.pid) == rec.starttime
+    except (FileNotFoundError, ValueError, IndexError):
+        return False
+
+
+def stop(pids: list[int], grace: float = 2.0) -> None:
+    """SIGTERM each process group, then SIGKILL what is still alive after `grace` seconds."""
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
+        time.sleep(0.02)
+    for pid in pids:
+        if pid_alive(pid):
+            _signal(pid, signal.SIGKILL)
+    # Reap our own children so they do not linger as zombies holding a pid.
+    for pid in pids:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig) if os.getpgid(pid) == pid else os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
