@@ -146,6 +146,10 @@ def status(lab: str | None, as_json: bool) -> None:
 def exec(lab: str, pod: str, command: tuple[str, ...]) -> None:  # noqa: A001 - CLI verb
     """Run COMMAND inside POD (ns/name or a unique name), with the pod's resolv.conf."""
     from netlab.kernel.processes import run_in
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        _fail("give a command after --, e.g. netlab exec LAB POD -- curl http://svc:80/")
     runtime.require_root()
     record = runtime.record_of(lab)
     p = runtime.find_pod(record, pod)

@@ -221,5 +221,6 @@ def _plan_apps(lab: Lab, state: DesiredState, options: PlanOptions) -> None:
                 continue  # netlab/sleep: an idle pod needs no process
             state.processes.append(ProcessSpec(
                 name=f"app/{pod.namespace}/{pod.name}/{c.name}", netns=pod.netns, argv=argv,
-                ready=tuple(ReadyCheck(pod.netns, p) for p in ports) if not c.command else (),
+                # A declared containerPort is a promise to listen: `up` waits for it.
+                ready=tuple(ReadyCheck(pod.netns, p) for p in ports),
                 resolv_conf=resolv))

@@ -1,0 +1,182 @@
+"""The foundation on the real kernel: build, reach, resolve, tear down, leave nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import NETLAB, REPO, run_cli
+from tests.kernel.hoststate import snapshot
+
+pytestmark = pytest.mark.kernel
+BOOKINFO = REPO / "topologies" / "bookinfo.yaml"
+
+
+def netns_with_prefix(prefix: str) -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return [line.split()[0] for line in out.splitlines() if line.startswith(prefix)]
+
+
+def status(lab: str) -> dict:
+    return json.loads(run_cli("status", lab, "--json", check=True).stdout)
+
+
+def pexec(lab: str, pod: str, *cmd: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return run_cli("exec", lab, pod, "--", *cmd, timeout=timeout)
+
+
+def curl_json(lab: str, pod: str, url: str) -> dict:
+    res = pexec(lab, pod, "curl", "-sS", "-m", "5", url)
+    assert res.returncode == 0, f"curl {url} from {pod}: rc={res.returncode} {res.stderr}"
+    return json.loads(res.stdout)
+
+
+def assert_nothing_left(lab: str) -> None:
+    assert netns_with_prefix(f"nl-{lab}-") == []
+    assert not os.path.exists(f"/run/netlab/{lab}")
+    ps = subprocess.run(["pgrep", "-f", f"nl-{lab}-"], capture_output=True, text=True).stdout
+    assert ps.strip() == ""
+
+
+def test_pods_reach_each_other_across_nodes_and_see_real_client_ip(up_lab) -> None:
+    lab = up_lab(BOOKINFO)
+    s = status(lab)
+    sleep = next(p for p in s["pods"] if p["deployment"] == "sleep")
+    ratings = [p for p in s["pods"] if p["deployment"] == "ratings"]
+    assert {p["node"] for p in ratings} == {"node-1", "node-2"}, "replicas should spread over nodes"
+    for target in ratings:
+        body = curl_json(lab, "sleep", f"http://{target['ip']}:9080/hello")
+        assert body["path"] == "/hello"
+        # The app saw the client's own pod IP: no NAT on the pod-to-pod path.
+        assert body["peer"].rsplit(":", 1)[0] == sleep["ip"]
+
+
+def test_service_vip_spreads_over_replicas_and_dns_names_resolve(up_lab) -> None:
+    lab = up_lab(BOOKINFO)
+    s = status(lab)
+    svc = next(x for x in s["services"] if x["name"] == "ratings")
+    servers = set()
+    for _ in range(30):
+        servers.add(curl_json(lab, "sleep", f"http://{svc['clusterIP']}:9080/")["server"])
+        if len(servers) == 2:
+            break
+    assert len(servers) == 2, f"30 requests to the VIP all went to {servers}"
+    ns = svc["namespace"]
+    for name in (f"ratings.{ns}.svc.cluster.local", f"ratings.{ns}", "ratings"):
+        body = curl_json(lab, "sleep", f"http://{name}:9080/dns")
+        assert body["host"] == f"{name}:9080"
+    # A different client library than curl: Python's resolver in the pod.
+    res = pexec(lab, "sleep", "python3", "-c",
+                "import socket; print(socket.gethostbyname('ratings'))")
+    assert res.stdout.strip() == svc["clusterIP"], res.stderr
+
+
+def test_exec_propagates_exit_code_and_uses_pod_resolv_conf(up_lab) -> None:
+    lab = up_lab(BOOKINFO)
+    assert pexec(lab, "sleep", "false").returncode == 1
+    conf = pexec(lab, "sleep", "cat", "/etc/resolv.conf").stdout
+    assert "nameserver 10.96.0.10" in conf and "svc.cluster.local" in conf
+    assert "nameserver 10.96.0.10" not in Path("/etc/resolv.conf").read_text()
+    links = pexec(lab, "sleep", "ip", "-o", "link").stdout
+    assert "eth0" in links and "nlp" not in links  # only the pod's own interfaces
+    bad = pexec(lab, "no-such-pod", "true")
+    assert bad.returncode == 2 and "no pod" in bad.stderr
+
+
+def test_down_leaves_nothing_and_host_is_unchanged(lab_name: str) -> None:
+    before = snapshot()
+    try:
+        run_cli("up", str(BOOKINFO), "--name", lab_name, check=True)
+        assert len(netns_with_prefix(f"nl-{lab_name}-")) >= 5
+    finally:
+        run_cli("down", lab_name)
+    assert_nothing_left(lab_name)
+    assert snapshot() == before
+
+
+def test_failing_build_rolls_back(tmp_path: Path, lab_name: str) -> None:
+    topo = BOOKINFO.read_text().replace("image: netlab/sleep",
+                                        "image: netlab/sleep\n          command: [\"false\"]\n"
+                                        "          ports: [{containerPort: 7000}]", 1)
+    f = tmp_path / "broken.yaml"
+    f.write_text(topo)
+    res = run_cli("up", str(f), "--name", lab_name)
+    assert res.returncode == 2, res.stderr
+    assert "exited before listening" in res.stderr and "Traceback" not in res.stderr
+    assert_nothing_left(lab_name)
+
+
+def _slow_topology(tmp_path: Path) -> Path:
+    """A pod whose process never listens on its declared port: `up` waits, giving a window."""
+    topo = BOOKINFO.read_text().replace("image: netlab/sleep",
+                                        "image: netlab/sleep\n          command: [\"sleep\", \"60\"]\n"
+                                        "          ports: [{containerPort: 7000}]", 1)
+    f = tmp_path / "slow.yaml"
+    f.write_text(topo)
+    return f
+
+
+def _wait_building(lab: str, timeout: float = 20) -> None:
+    state = Path(f"/run/netlab/{lab}/state.json")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if json.loads(state.read_text())["processes"]:
+                return
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError("netlab up never got as far as starting processes")
+
+
+def test_sigkill_during_up_then_clean_removes_everything(tmp_path: Path, lab_name: str) -> None:
+    proc = subprocess.Popen([NETLAB, "up", str(_slow_topology(tmp_path)), "--name", lab_name],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_building(lab_name)
+        proc.kill()
+        proc.wait(10)
+        assert netns_with_prefix(f"nl-{lab_name}-"), "the kill should have left namespaces behind"
+        assert "crashed" in run_cli("list").stdout
+    finally:
+        res = run_cli("clean")
+    assert lab_name in res.stderr
+    assert_nothing_left(lab_name)
+
+
+def test_ctrl_c_during_up_rolls_back(tmp_path: Path, lab_name: str) -> None:
+    proc = subprocess.Popen([NETLAB, "up", str(_slow_topology(tmp_path)), "--name", lab_name],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_building(lab_name)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 130, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        run_cli("down", lab_name)
+    assert_nothing_left(lab_name)
+
+
+def test_two_labs_side_by_side(up_lab, lab_name: str) -> None:
+    a = up_lab(BOOKINFO, lab_name + "a")
+    b = up_lab(BOOKINFO, lab_name + "b")
+    for lab in (a, b):
+        assert curl_json(lab, "sleep", "http://ratings:9080/")["method"] == "GET"
+    run_cli("down", a, check=True)
+    assert_nothing_left(a)
+    assert curl_json(b, "sleep", "http://ratings:9080/")["method"] == "GET"
+
+
+def test_second_up_with_same_name_is_refused(up_lab) -> None:
+    lab = up_lab(BOOKINFO)
+    res = run_cli("up", str(BOOKINFO), "--name", lab)
+    assert res.returncode == 2 and "already exists" in res.stderr
+    assert status(lab)["status"] == "ready"
