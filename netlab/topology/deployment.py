@@ -1,0 +1,161 @@
+"""Deployment documents → model.Deployment.
+
+Only what shapes the dataplane is read: replicas, placement, identity (service account),
+labels and annotations (mesh opt-in and opt-out), and each container's process and
+ports. Checks that need other documents (nodes, service accounts) live in references.py.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from netlab.model import BUILTIN_IMAGES, Container, ContainerPort, Deployment
+from netlab.topology import ignored
+from netlab.topology.documents import Document, index, join
+from netlab.topology.fields import (NAME, NAME_HELP, SUBDOMAIN, SUBDOMAIN_HELP, check_fields, integer, mapping,
+                                    required, sequence, string, string_list, string_map, wrong_type)
+from netlab.topology.objects import envelope, metadata
+
+# IANA service name, as Kubernetes requires for port names: at most 15 characters,
+# lowercase letters, digits and single '-' inside, with at least one letter.
+PORT_NAME = re.compile(r"^(?=.{1,15}$)(?=.*[a-z])[a-z0-9]+(-[a-z0-9]+)*$")
+PORT_NAME_HELP = "use at most 15 lowercase letters, digits and '-', with at least one letter (e.g. http)"
+PROTOCOLS = ("TCP", "UDP")
+
+TEMPLATE = "spec.template"
+POD = "spec.template.spec"
+
+
+def parse_deployment(doc: Document) -> Deployment:
+    envelope(doc)
+    meta = metadata(doc, namespaced=True)
+    spec = mapping(doc, required(doc, doc.data, "", "spec", "spec: {replicas: 1, selector: ..., template: ...}"),
+                   "spec")
+    check_fields(doc, spec, "spec", ("replicas", "selector", "template"), ignored.DEPLOYMENT_SPEC)
+    replicas = integer(doc, spec, "spec", "replicas", default=1, low=0, high=64)
+    template = mapping(doc, required(doc, spec, "spec", "template", "template: {metadata: ..., spec: ...}"),
+                       TEMPLATE)
+    check_fields(doc, template, TEMPLATE, ("metadata", "spec"))
+    tmeta_path = join(TEMPLATE, "metadata")
+    tmeta = mapping(doc, template.get("metadata"), tmeta_path)
+    check_fields(doc, tmeta, tmeta_path, ("labels", "annotations"), ignored.POD_TEMPLATE_METADATA)
+    labels = string_map(doc, tmeta, tmeta_path, "labels")
+    annotations = string_map(doc, tmeta, tmeta_path, "annotations")
+    _check_selector(doc, spec, labels)
+
+    pod = mapping(doc, required(doc, template, TEMPLATE, "spec", "spec: {containers: [...]}"), POD)
+    check_fields(doc, pod, POD, ("serviceAccountName", "nodeName", "nodeSelector", "containers"),
+                 ignored.POD_SPEC, ignored.UNSUPPORTED_POD_SPEC)
+    node_name = string(doc, pod, POD, "nodeName", pattern=NAME, pattern_help=NAME_HELP)
+    node_selector = string_map(doc, pod, POD, "nodeSelector")
+    if node_name and node_selector:
+        raise doc.error(join(POD, "nodeSelector"), "both nodeName and nodeSelector are given",
+                        "keep one: nodeName pins every replica to one node, nodeSelector lets "
+                        "replicas spread over the matching nodes")
+    return Deployment(
+        namespace=meta.namespace, name=meta.name, replicas=replicas,  # type: ignore[arg-type]
+        service_account=string(doc, pod, POD, "serviceAccountName", default="default",
+                               pattern=SUBDOMAIN, pattern_help=SUBDOMAIN_HELP),  # type: ignore[arg-type]
+        labels=labels, annotations=annotations, containers=_containers(doc, pod),
+        node_name=node_name, node_selector=node_selector, source=doc.source(),
+    )
+
+
+def _check_selector(doc: Document, spec: dict[str, Any], labels: dict[str, str]) -> None:
+    """apps/v1 requires a selector, and it must select the Deployment's own pods."""
+    path = "spec.selector"
+    selector = mapping(doc, required(doc, spec, "spec", "selector", "selector: {matchLabels: {app: my-app}}"),
+                       path)
+    check_fields(doc, selector, path, ("matchLabels",), (), ignored.UNSUPPORTED_SELECTOR)
+    match = string_map(doc, selector, path, "matchLabels")
+    if not match:
+        raise doc.error(join(path, "matchLabels"), "the selector is empty",
+                        "add matchLabels naming a pod template label, e.g. matchLabels: {app: my-app}")
+    for key, value in match.items():
+        if labels.get(key) != value:
+            have = f"the template has {key}: {labels[key]!r}" if key in labels else \
+                f"the template has no label {key!r}"
+            raise doc.error(join(join(path, "matchLabels"), key),
+                            f"selector {key}: {value!r} does not match the pod template labels ({have})",
+                            f"make spec.template.metadata.labels contain {key}: {value}")
+
+
+def _containers(doc: Document, pod: dict[str, Any]) -> list[Container]:
+    path = join(POD, "containers")
+    items = sequence(doc, pod, POD, "containers")
+    if not items:
+        raise doc.error(path, "a pod needs at least one container",
+                        "add containers: [{name: app, image: netlab/http-echo}]")
+    containers: list[Container] = []
+    port_names: dict[str, str] = {}
+    for i, item in enumerate(items):
+        here = index(path, i)
+        container = _container(doc, mapping(doc, item, here), here)
+        if any(c.name == container.name for c in containers):
+            raise doc.error(join(here, "name"), f"container name {container.name!r} is used twice",
+                            "give each container in the pod its own name")
+        for j, port in enumerate(container.ports):
+            if port.name and port.name in port_names:
+                raise doc.error(join(index(join(here, "ports"), j), "name"),
+                                f"port name {port.name!r} is already used by container {port_names[port.name]!r}",
+                                "port names must be unique within a pod; rename one")
+            if port.name:
+                port_names[port.name] = container.name
+        containers.append(container)
+    return containers
+
+
+def _container(doc: Document, c: dict[str, Any], path: str) -> Container:
+    check_fields(doc, c, path, ("name", "image", "command", "args", "ports", "env"),
+                 ignored.CONTAINER, ignored.UNSUPPORTED_CONTAINER)
+    name = string(doc, c, path, "name", pattern=NAME, pattern_help=NAME_HELP, required_example="name: app")
+    image = string(doc, c, path, "image", required_example="image: netlab/http-echo")
+    command = string_list(doc, c, path, "command")
+    if image not in BUILTIN_IMAGES and not command:
+        raise doc.error(join(path, "image"),
+                        f"image {image!r} is not built in, and no command is given to run instead",
+                        f"use a built-in image ({', '.join(BUILTIN_IMAGES)}) or add command: [...] "
+                        "naming a program on this machine to run in the pod")
+    return Container(name=name, image=image, command=command,  # type: ignore[arg-type]
+                     args=string_list(doc, c, path, "args"), ports=_ports(doc, c, path), env=_env(doc, c, path))
+
+
+def _ports(doc: Document, c: dict[str, Any], path: str) -> list[ContainerPort]:
+    ports: list[ContainerPort] = []
+    base = join(path, "ports")
+    for i, item in enumerate(sequence(doc, c, path, "ports")):
+        here = index(base, i)
+        p = mapping(doc, item, here)
+        check_fields(doc, p, here, ("containerPort", "name", "protocol"), (), ignored.UNSUPPORTED_CONTAINER_PORT)
+        number = integer(doc, p, here, "containerPort", low=1, high=65535, required_example="containerPort: 8080")
+        protocol = string(doc, p, here, "protocol", default="TCP")
+        if protocol not in PROTOCOLS:
+            raise doc.error(join(here, "protocol"), f"protocol {protocol!r} is not supported",
+                            f"use one of {', '.join(PROTOCOLS)} (upper case)")
+        if any(q.container_port == number and q.protocol == protocol for q in ports):
+            raise doc.error(join(here, "containerPort"), f"containerPort {number}/{protocol} is listed twice",
+                            "list each port once")
+        ports.append(ContainerPort(container_port=number,  # type: ignore[arg-type]
+                                   name=string(doc, p, here, "name", pattern=PORT_NAME, pattern_help=PORT_NAME_HELP),
+                                   protocol=protocol))  # type: ignore[arg-type]
+    return ports
+
+
+def _env(doc: Document, c: dict[str, Any], path: str) -> dict[str, str]:
+    env: dict[str, str] = {}
+    base = join(path, "env")
+    for i, item in enumerate(sequence(doc, c, path, "env")):
+        here = index(base, i)
+        e = mapping(doc, item, here)
+        check_fields(doc, e, here, ("name", "value"), (), ignored.UNSUPPORTED_ENV)
+        name = string(doc, e, here, "name", required_example="name: GREETING")
+        if name in env:
+            raise doc.error(join(here, "name"), f"variable {name!r} is set twice", "keep one of the two")
+        value = e.get("value", "")
+        if value is None:
+            value = ""
+        if not isinstance(value, str):
+            raise wrong_type(doc, join(here, "value"), value, "a string")
+        env[name] = value  # type: ignore[index]
+    return env

@@ -1,0 +1,164 @@
+"""Checks across documents, then assembly of the Lab.
+
+A reference may point forward or into another file (a Deployment before its Namespace),
+so these run after every document has been parsed. Each error still points at the
+referring field, with the line recorded when its document was read.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Union
+
+from netlab.errors import TopologyError
+from netlab.model import Deployment, Lab, Namespace, Resource, Service, ServiceAccount
+from netlab.topology.documents import Document, index, join
+from netlab.topology.fields import suggest
+from netlab.topology.header import LabHeader
+from netlab.topology.objects import DEFAULT_NAMESPACE
+from netlab.topology.placement import nodes_for
+
+# Namespaces every lab has without declaring them: Kubernetes' "default", and Istio's
+# root namespace, where mesh-wide PeerAuthentication and AuthorizationPolicy live.
+IMPLICIT_NAMESPACES = (DEFAULT_NAMESPACE, "istio-system")
+DEFAULT_SERVICE_ACCOUNT = "default"
+
+# Service addresses the planner keeps for itself, as offsets into serviceCIDR: .1 is the
+# customary API-server address, .10 the cluster DNS (kube-dns' customary address).
+RESERVED_SERVICE_OFFSETS = {1: "the Kubernetes API server address", 10: "the cluster DNS address"}
+
+Parsed = Union[Namespace, ServiceAccount, Deployment, Service, Resource]
+
+LAB_EXAMPLE = ("add a document like:\n"
+               "    apiVersion: netlab.dev/v1alpha1\n"
+               "    kind: Lab\n"
+               "    metadata: {name: my-lab}\n"
+               "    spec: {nodes: [{name: node-1}]}")
+
+
+@dataclass
+class Collected:
+    """What the per-document parsers produced, in load order."""
+
+    header: LabHeader | None = None
+    objects: list[tuple[Parsed, Document]] = field(default_factory=list)
+
+
+def _kind(obj: Parsed) -> str:
+    return obj.kind if isinstance(obj, Resource) else type(obj).__name__
+
+
+def _namespace_of(obj: Parsed) -> str | None:
+    return None if isinstance(obj, Namespace) else obj.namespace
+
+
+def build_lab(collected: Collected, files: list[str], name_override: str | None) -> Lab:
+    header = collected.header
+    if header is None:
+        raise TopologyError(", ".join(files), None, "", "no Lab document found", LAB_EXAMPLE)
+    _reject_duplicates(collected.objects)
+    namespaces = [o for o, _ in collected.objects if isinstance(o, Namespace)]
+    declared = {n.name for n in namespaces}
+    namespaces += [Namespace(name=n) for n in IMPLICIT_NAMESPACES if n not in declared]
+    ns_names = [n.name for n in namespaces]
+    accounts = [o for o, _ in collected.objects if isinstance(o, ServiceAccount)]
+    have = {(a.namespace, a.name) for a in accounts}
+    accounts += [ServiceAccount(namespace=n, name=DEFAULT_SERVICE_ACCOUNT) for n in ns_names
+                 if (n, DEFAULT_SERVICE_ACCOUNT) not in have]
+    account_keys = {(a.namespace, a.name) for a in accounts}
+
+    deployments = [(o, d) for o, d in collected.objects if isinstance(o, Deployment)]
+    cluster_ips: dict[str, tuple[Service, Document]] = {}
+    service_net = ipaddress.IPv4Network(header.service_cidr)
+    for obj, doc in collected.objects:
+        ns = _namespace_of(obj)
+        if ns is not None and ns not in ns_names:
+            raise doc.error("metadata.namespace" if "namespace" in (doc.data.get("metadata") or {}) else "metadata",
+                            f"namespace {ns!r} is not declared{suggest(ns, ns_names)}",
+                            f"add a document 'apiVersion: v1, kind: Namespace, metadata: {{name: {ns}}}', "
+                            f"or use one of: {', '.join(ns_names)}")
+        if isinstance(obj, Deployment):
+            _check_deployment(obj, doc, header, account_keys)
+        elif isinstance(obj, Service):
+            _check_service(obj, doc, service_net, cluster_ips, deployments)
+
+    return Lab(
+        name=name_override or header.name, nodes=header.nodes, istio_version=header.istio_version,
+        trust_domain=header.trust_domain, pod_cidr=header.pod_cidr, service_cidr=header.service_cidr,
+        namespaces=namespaces, service_accounts=accounts, deployments=[o for o, _ in deployments],
+        services=[o for o, _ in collected.objects if isinstance(o, Service)],
+        resources=[o for o, _ in collected.objects if isinstance(o, Resource)], files=list(files),
+    )
+
+
+def _reject_duplicates(objects: list[tuple[Parsed, Document]]) -> None:
+    seen: dict[tuple[str, str | None, str], Document] = {}
+    for obj, doc in objects:
+        key = (_kind(obj), _namespace_of(obj), obj.name)
+        if key in seen:
+            first = seen[key]
+            where = f"namespace {key[1]!r}" if key[1] is not None else "the lab"
+            raise doc.error("metadata.name",
+                            f"{key[0]} {obj.name!r} is already declared in {where} "
+                            f"({first.file}, document {first.number})",
+                            "rename one of them, or delete the duplicate")
+        seen[key] = doc
+
+
+def _check_deployment(dep: Deployment, doc: Document, header: LabHeader,
+                      accounts: set[tuple[str, str]]) -> None:
+    pod = "spec.template.spec"
+    if (dep.namespace, dep.service_account) not in accounts:
+        in_ns = sorted(name for ns, name in accounts if ns == dep.namespace)
+        raise doc.error(join(pod, "serviceAccountName"),
+                        f"ServiceAccount {dep.service_account!r} is not declared in namespace {dep.namespace!r}"
+                        f"{suggest(dep.service_account, in_ns)}",
+                        f"add a document 'apiVersion: v1, kind: ServiceAccount, metadata: "
+                        f"{{name: {dep.service_account}, namespace: {dep.namespace}}}', or use one of: "
+                        f"{', '.join(in_ns)}")
+    node_names = [n.name for n in header.nodes]
+    if dep.node_name and dep.node_name not in node_names:
+        raise doc.error(join(pod, "nodeName"),
+                        f"node {dep.node_name!r} is not a Lab node{suggest(dep.node_name, node_names)}",
+                        f"use one of the nodes in the Lab document: {', '.join(node_names)}")
+    if dep.node_selector and not nodes_for(header.nodes, dep):
+        labels = "; ".join(f"{n.name}: {n.labels}" for n in header.nodes)
+        raise doc.error(join(pod, "nodeSelector"), f"nodeSelector {dep.node_selector} matches no node",
+                        f"match labels a node has ({labels}), or add the labels to a node in the Lab document")
+
+
+def _check_service(svc: Service, doc: Document, service_net: ipaddress.IPv4Network,
+                   cluster_ips: dict[str, tuple[Service, Document]],
+                   deployments: list[tuple[Deployment, Document]]) -> None:
+    if svc.cluster_ip is not None:
+        ip = ipaddress.IPv4Address(svc.cluster_ip)
+        if ip not in service_net or ip in (service_net.network_address, service_net.broadcast_address):
+            raise doc.error("spec.clusterIP", f"clusterIP {ip} is not a usable address in serviceCIDR {service_net}",
+                            f"pick an address inside {service_net} (not its first or last), or remove clusterIP")
+        offset = int(ip) - int(service_net.network_address)
+        if offset in RESERVED_SERVICE_OFFSETS:
+            raise doc.error("spec.clusterIP", f"clusterIP {ip} is reserved: it is {RESERVED_SERVICE_OFFSETS[offset]}",
+                            f"pick another address in {service_net}, or remove clusterIP to have one allocated")
+        if svc.cluster_ip in cluster_ips:
+            other, other_doc = cluster_ips[svc.cluster_ip]
+            raise doc.error("spec.clusterIP",
+                            f"clusterIP {ip} is already used by Service {other.namespace}/{other.name} "
+                            f"({other_doc.file}, document {other_doc.number})",
+                            "give each Service its own clusterIP, or remove clusterIP to have one allocated")
+        cluster_ips[svc.cluster_ip] = (svc, doc)
+    selected = [d for d, _ in deployments if d.namespace == svc.namespace
+                and all(d.labels.get(k) == v for k, v in svc.selector.items())]
+    for i, port in enumerate(svc.ports):
+        if not isinstance(port.target_port, str):
+            continue
+        for dep in selected:
+            names = [p.name for c in dep.containers for p in c.ports if p.name]
+            if port.target_port not in names:
+                listed = ", ".join(names) if names else "none"
+                raise doc.error(join(index("spec.ports", i), "targetPort"),
+                                f"targetPort {port.target_port!r} is not a containerPort name of Deployment "
+                                f"{dep.namespace}/{dep.name}, which this Service selects "
+                                f"(its port names: {listed}){suggest(port.target_port, names)}",
+                                "name the port in the Deployment's containers[].ports[].name, "
+                                "or use the port number as targetPort")
