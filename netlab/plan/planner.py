@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from netlab.errors import TopologyError
 from netlab.model import Deployment, Lab, Service
 from netlab.plan import naming
+from netlab.topology.placement import eligible_nodes
 from netlab.plan.kubeproxy import render_kube_proxy
 from netlab.plan.state import (AddressSpec, BridgeSpec, DesiredState, EndpointInfo, NeighSpec,
                                NetnsSpec, NodeInfo, PodInfo, ProcessSpec, ReadyCheck, RouteSpec,
@@ -83,16 +84,12 @@ def _node_pod_subnets(lab: Lab) -> list[ipaddress.IPv4Network]:
 
 
 def _place(lab: Lab, dep: Deployment, load: dict[str, int]) -> list[str]:
-    """Scheduler stand-in: nodeName pins; otherwise spread over eligible nodes by load."""
-    if dep.node_name:
-        eligible = [dep.node_name]
-    else:
-        eligible = [n.name for n in lab.nodes
-                    if all(n.labels.get(k) == v or (k == "kubernetes.io/hostname" and v == n.name)
-                           for k, v in dep.node_selector.items())]
+    """Scheduler stand-in: spread replicas over the eligible nodes, least-loaded first."""
+    order = [n.name for n in lab.nodes]
+    eligible = [n.name for n in eligible_nodes(lab, dep)]
     placed = []
     for _ in range(dep.replicas):
-        node = min(eligible, key=lambda n: (load[n], [x.name for x in lab.nodes].index(n)))
+        node = min(eligible, key=lambda n: (load[n], order.index(n)))
         load[node] += 1
         placed.append(node)
     return placed
