@@ -25,6 +25,7 @@ from netlab.plan.state import DesiredState, ProcessSpec, ReadyCheck
 Progress = Callable[[str, int, int], None]  # (step, done, total)
 RTNH_F_ONLINK = 4
 NUD_PERMANENT = 0x80
+LOOPBACK_IFINDEX = 1  # the kernel gives lo index 1 in every namespace
 
 
 def _noop(step: str, done: int, total: int) -> None:
@@ -36,6 +37,7 @@ class Applier:
         self.record = record
         self.progress = progress
         self.sockets: dict[str, IPRoute] = {}
+        self._ifindex: dict[tuple[str, str], int] = {}
 
     # -- public -------------------------------------------------------------------------
     def apply(self, state: DesiredState, ready_timeout: float = 20.0) -> None:
@@ -64,7 +66,7 @@ class Applier:
             nsmod.create(name)
             with nsmod.entered(name):
                 self.sockets[name] = IPRoute()
-            self._up(name, "lo")
+            self.sockets[name].link("set", index=LOOPBACK_IFINDEX, state="up")
             if i % 20 == 0:
                 self.progress("namespaces", i + 1, len(names))
         self.progress("namespaces", len(names), len(names))
@@ -83,13 +85,12 @@ class Applier:
             try:
                 peer["net_ns_fd"] = fd
                 kw = {"address": v.mac} if v.mac else {}
-                ipr.link("add", ifname=v.name, kind="veth", peer=peer, **kw)
+                # The local end comes up with the create; the kernel ignores IFF_UP for the peer.
+                ipr.link("add", ifname=v.name, kind="veth", state="up", peer=peer, **kw)
             finally:
                 os.close(fd)
             if v.master:
-                master = ipr.link_lookup(ifname=v.master)[0]
-                ipr.link("set", index=ipr.link_lookup(ifname=v.name)[0], master=master)
-            self._up(v.netns, v.name)
+                ipr.link("set", index=self._index(v.netns, v.name), master=self._index(v.netns, v.master))
             self._up(v.peer_netns, v.peer_name)
             if i % 20 == 0:
                 self.progress("links", i + 1, len(state.veths))
@@ -169,10 +170,15 @@ class Applier:
 
     # -- helpers ------------------------------------------------------------------------
     def _index(self, netns: str, ifname: str) -> int:
-        found = self.sockets[netns].link_lookup(ifname=ifname)
-        if not found:
-            raise KernelError(f"no interface {ifname} in {netns}")
-        return found[0]
+        # One RTM_GETLINK by name, cached: pyroute2's link_lookup dumps every link in
+        # the namespace, which made a 50-pod node cost O(n^2) netlink traffic.
+        key = (netns, ifname)
+        if key not in self._ifindex:
+            try:
+                self._ifindex[key] = self.sockets[netns].link("get", ifname=ifname)[0]["index"]
+            except NetlinkError as e:
+                raise KernelError(f"no interface {ifname} in {netns}") from e
+        return self._ifindex[key]
 
     def _up(self, netns: str, ifname: str) -> None:
         self.sockets[netns].link("set", index=self._index(netns, ifname), state="up")

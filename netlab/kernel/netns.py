@@ -33,6 +33,7 @@ _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]
 _lock = threading.Lock()
+_run_dir_ready = False  # set once /run/netns is known to be a shared mount point
 
 
 def _check(rc: int, what: str) -> None:
@@ -68,7 +69,15 @@ def exists(name: str) -> bool:
 
 
 def _ensure_run_dir() -> None:
-    """Make /run/netns a shared mount point, exactly as iproute2 does, once."""
+    """Make /run/netns a shared mount point, exactly as iproute2 does, once per process.
+
+    Checked once: mountinfo grows by one line per pinned namespace, so re-reading it
+    for every create would make building N namespaces O(N^2).
+    """
+    global _run_dir_ready
+    if _run_dir_ready:
+        return
+    _run_dir_ready = True
     os.makedirs(NETNS_RUN_DIR, exist_ok=True)
     with open("/proc/self/mountinfo") as f:
         if any(line.split()[4] == NETNS_RUN_DIR for line in f):
