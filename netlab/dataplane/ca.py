@@ -1,0 +1,324 @@
+"""The lab CA: a persisted root, certificate issuance, and istiod's node-authorised signer.
+
+Real ztunnel authenticates to istiod with its own identity and asks for a
+*different* one (impersonation); istiod grants it only if a pod with that service
+account runs on the caller's node (istio `security/pkg/server/ca/node_auth.go`).
+This module reproduces that check over a small mTLS HTTP/1.1 API:
+
+    POST /v1/certificate   (client cert = ztunnel bootstrap cert)
+    {"identity": "spiffe://<td>/ns/<ns>/sa/<sa>", "csr": "<PEM>", "ttl_seconds": 86400}
+    200 {"certificate": "<leaf PEM>", "root": "<root PEM>"}
+    403 request impersonation authentication failure
+    400 <reason>
+
+The caller's node is the URI SAN `netlab://node/<node>` in its bootstrap cert (next
+to `spiffe://<td>/ns/istio-system/sa/ztunnel`); the subject CN repeats it for
+humans only and is never trusted.
+
+Run: `python -m netlab.dataplane.ca --dir D --listen IP:PORT --pods-by-node FILE.json`.
+The JSON file is `{"node-1": [["ns", "sa"], ...]}` and is re-read on every request,
+so the lab builder can add pods while the CA runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import fcntl
+import json
+import os
+import ssl
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from netlab.dataplane import tlsutil
+from netlab.dataplane.identity import (
+    NODE_URI_PREFIX, ZTUNNEL_NAMESPACE, ZTUNNEL_SERVICE_ACCOUNT, Identity, IdentityError,
+    WorkloadCert, node_of, spiffe_identity, verify_server_identity)
+
+DEFAULT_TTL = 24 * 3600
+IMPERSONATION_FAILURE = "request impersonation authentication failure"
+CA_PATH = "/v1/certificate"
+ISTIOD_SA = ("istio-system", "istiod")
+CA_ALPN = "http/1.1"
+MAX_BODY = 64 * 1024
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+
+
+class LabCA:
+    """A self-signed ECDSA P-256 root kept in `directory` (root-cert.pem, root-key.pem).
+
+    Several processes may open the same directory at once: creation happens under
+    an exclusive flock, so they all end up with the one root.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], trust_domain: str = "cluster.local") -> None:
+        self.dir = Path(directory)
+        self.trust_domain = trust_domain
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (self.dir / "root-cert.pem").exists():
+                self._create_root()
+        self.root_pem = (self.dir / "root-cert.pem").read_bytes()
+        self._root = x509.load_pem_x509_certificate(self.root_pem)
+        key = serialization.load_pem_private_key((self.dir / "root-key.pem").read_bytes(), None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        self._key = key
+
+    def _create_root(self) -> None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "netlab"),
+                          x509.NameAttribute(NameOID.COMMON_NAME, "netlab lab root")])
+        now = _now()
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - dt.timedelta(minutes=5))
+                .not_valid_after(now + dt.timedelta(days=3650))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                               critical=True)
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+                .sign(key, hashes.SHA256()))
+        fd = os.open(self.dir / "root-key.pem.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(_key_pem(key))
+        os.replace(self.dir / "root-key.pem.tmp", self.dir / "root-key.pem")
+        (self.dir / "root-cert.pem.tmp").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        os.replace(self.dir / "root-cert.pem.tmp", self.dir / "root-cert.pem")
+
+    def identity(self, namespace: str, service_account: str) -> Identity:
+        return Identity(self.trust_domain, namespace, service_account)
+
+    def sign(self, public_key: ec.EllipticCurvePublicKey, uris: list[str], ttl_seconds: int,
+             common_name: str = "") -> bytes:
+        """A leaf for `public_key` with the given URI SANs. Only P-256 keys are accepted."""
+        if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name != "secp256r1":
+            raise ValueError("workload keys must be ECDSA P-256")
+        now = _now()
+        b = (x509.CertificateBuilder()
+             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+                                     if common_name else []))
+             .issuer_name(self._root.subject).public_key(public_key)
+             .serial_number(x509.random_serial_number())
+             .not_valid_before(now).not_valid_after(now + dt.timedelta(seconds=ttl_seconds))
+             .add_extension(x509.SubjectAlternativeName(
+                 [x509.UniformResourceIdentifier(u) for u in uris]), critical=bool(not common_name))
+             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+             .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False),
+                            critical=True)
+             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                   ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
+                            critical=False))
+        return b.sign(self._key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+    def issue_workload(self, namespace: str, service_account: str,
+                       ttl_seconds: int = DEFAULT_TTL) -> WorkloadCert:
+        """Issue directly, bypassing node authorisation (for tests and the lab builder)."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = self.sign(key.public_key(), [str(self.identity(namespace, service_account))], ttl_seconds)
+        return WorkloadCert.from_pem(cert, _key_pem(key), self.root_pem)
+
+    def issue_bootstrap(self, node: str, ttl_seconds: int = DEFAULT_TTL) -> tuple[bytes, bytes]:
+        """ztunnel's own cert for `node`: (cert_pem, key_pem). Never a workload identity."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        zt = str(self.identity(ZTUNNEL_NAMESPACE, ZTUNNEL_SERVICE_ACCOUNT))
+        cert = self.sign(key.public_key(), [zt, NODE_URI_PREFIX + node], ttl_seconds,
+                         common_name=f"ztunnel {node}")
+        return cert, _key_pem(key)
+
+    def authorize(self, caller: x509.Certificate, requested: Identity,
+                  pods_by_node: dict[str, list[list[str]]]) -> None:
+        """istiod's node authoriser. Raises PermissionError with the one public message."""
+        try:
+            who = spiffe_identity(caller)
+        except IdentityError:
+            raise PermissionError(IMPERSONATION_FAILURE) from None
+        node = node_of(caller)
+        allowed = (
+            who == self.identity(ZTUNNEL_NAMESPACE, ZTUNNEL_SERVICE_ACCOUNT)
+            and node is not None
+            and requested.trust_domain == self.trust_domain
+            and not requested.is_ztunnel
+            and [requested.namespace, requested.service_account]
+            in [list(p) for p in pods_by_node.get(node, [])])
+        if not allowed:
+            raise PermissionError(IMPERSONATION_FAILURE)
+
+
+class CAServer:
+    """The CA as a service: mTLS HTTP/1.1, one request per connection."""
+
+    def __init__(self, ca: LabCA, pods_by_node_file: str | os.PathLike[str],
+                 max_ttl_seconds: int = DEFAULT_TTL) -> None:
+        self.ca = ca
+        self.pods_file = Path(pods_by_node_file)
+        self.max_ttl = max_ttl_seconds
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = ca.sign(key.public_key(), [str(ca.identity(*ISTIOD_SA))], self.max_ttl)
+        self.ssl = tlsutil.mesh_server_context(cert, _key_pem(key), ca.root_pem,
+                                               str(ca.identity(*ISTIOD_SA)), alpn=[CA_ALPN])
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        self._server = await asyncio.start_server(self._serve, host, port, ssl=self.ssl)
+        addr = self._server.sockets[0].getsockname()
+        return addr[0], addr[1]
+
+    async def close(self) -> None:
+        if self._server:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def _pods(self) -> dict[str, list[list[str]]]:
+        data = json.loads(self.pods_file.read_text())
+        if not isinstance(data, dict):
+            raise ValueError("pods-by-node file must map node -> [[ns, sa], ...]")
+        return data
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            status, body = await asyncio.wait_for(self._handle(reader, writer), 10)
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as e:
+            status, body = 400, str(e).encode()
+        reason = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found"}.get(status, "Error")
+        ctype = "application/json" if status == 200 else "text/plain"
+        writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
+                     f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        try:
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+        except (ConnectionError, ssl.SSLError):
+            pass
+
+    async def _handle(self, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> tuple[int, bytes]:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        method, path, _ = lines[0].split(" ", 2)
+        headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+        if (method, path) != ("POST", CA_PATH):
+            return 404, b"not found"
+        length = int(headers.get("content-length", "0"))
+        if not 0 < length <= MAX_BODY:
+            return 400, b"bad content-length"
+        req = json.loads(await reader.readexactly(length))
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        caller = x509.load_der_x509_certificate(der)
+        try:
+            requested = Identity.parse(str(req["identity"]))
+            csr = x509.load_pem_x509_csr(str(req["csr"]).encode())
+        except (KeyError, IdentityError, ValueError) as e:
+            return 400, f"bad request: {e}".encode()
+        if not csr.is_signature_valid:
+            return 400, b"bad request: CSR signature invalid"
+        try:
+            self.ca.authorize(caller, requested, self._pods())
+        except PermissionError as e:
+            return 403, str(e).encode()
+        ttl = min(int(req.get("ttl_seconds") or self.max_ttl), self.max_ttl)
+        try:
+            leaf = self.ca.sign(csr.public_key(), [str(requested)], ttl)  # type: ignore[arg-type]
+        except ValueError as e:
+            return 400, f"bad request: {e}".encode()
+        return 200, json.dumps({"certificate": leaf.decode(), "root": self.ca.root_pem.decode()}).encode()
+
+
+class CAError(Exception):
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(f"CA answered {status}: {text}")
+        self.status, self.text = status, text
+
+
+class CertClient:
+    """ztunnel's side of the CA API: authenticates with the bootstrap cert, keeps keys local."""
+
+    def __init__(self, ca_url: str, bootstrap_cert_pem: bytes, bootstrap_key_pem: bytes,
+                 root_pem: bytes, trust_domain: str = "cluster.local",
+                 ttl_seconds: int | None = None) -> None:
+        u = urlsplit(ca_url)
+        if u.scheme != "https" or not u.hostname or not u.port:
+            raise ValueError(f"CA URL must be https://IP:PORT, got {ca_url!r}")
+        self.host, self.port = u.hostname, u.port
+        self.trust_domain = trust_domain
+        self.ttl = ttl_seconds
+        self.root_pem = root_pem
+        self.ssl = tlsutil.mesh_client_context(bootstrap_cert_pem, bootstrap_key_pem, root_pem,
+                                               "", alpn=[CA_ALPN])
+
+    async def fetch(self, namespace: str, service_account: str) -> WorkloadCert:
+        want = Identity(self.trust_domain, namespace, service_account)
+        if want.is_ztunnel:
+            raise IdentityError("ztunnel's own identity is never requested as a workload identity")
+        key = ec.generate_private_key(ec.SECP256R1())
+        csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+               .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(str(want))]),
+                              critical=True)
+               .sign(key, hashes.SHA256()))
+        body = json.dumps({"identity": str(want), "ttl_seconds": self.ttl,
+                           "csr": csr.public_bytes(serialization.Encoding.PEM).decode()}).encode()
+        status, text = await self._post(body)
+        if status != 200:
+            raise CAError(status, text.decode(errors="replace"))
+        resp = json.loads(text)
+        cert = WorkloadCert.from_pem(resp["certificate"].encode(), _key_pem(key), self.root_pem)
+        if cert.identity != want:
+            raise IdentityError(f"CA issued {cert.identity}, asked for {want}")
+        return cert
+
+    async def _post(self, body: bytes) -> tuple[int, bytes]:
+        reader, writer = await asyncio.open_connection(self.host, self.port, ssl=self.ssl)
+        try:
+            verify_server_identity(writer.get_extra_info("ssl_object"),
+                                   str(Identity(self.trust_domain, *ISTIOD_SA)))
+            writer.write(f"POST {CA_PATH} HTTP/1.1\r\nHost: {self.host}\r\n"
+                         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                         "Connection: close\r\n\r\n".encode() + body)
+            await writer.drain()
+            raw = await reader.read()
+        finally:
+            writer.close()
+        head, _, payload = raw.partition(b"\r\n\r\n")
+        return int(head.split(b" ", 2)[1]), payload
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m netlab.dataplane.ca", description=__doc__.split("\n")[0])
+    p.add_argument("--dir", required=True, help="CA directory (root-cert.pem, root-key.pem)")
+    p.add_argument("--listen", required=True, help="IP:PORT")
+    p.add_argument("--pods-by-node", required=True, help='JSON {"node": [["ns","sa"], ...]}')
+    p.add_argument("--trust-domain", default="cluster.local")
+    p.add_argument("--max-ttl", type=int, default=DEFAULT_TTL, help="seconds")
+    a = p.parse_args(argv)
+    host, _, port = a.listen.rpartition(":")
+
+    async def run() -> None:
+        server = CAServer(LabCA(a.dir, a.trust_domain), a.pods_by_node, a.max_ttl)
+        bound = await server.start(host.strip("[]"), int(port))
+        print(f"netlab CA listening on {bound[0]}:{bound[1]}", flush=True)
+        await asyncio.Event().wait()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
