@@ -1,0 +1,273 @@
+"""Join events into per-connection timelines, across NAT. Pure: no kernel, no root.
+
+Why a union-find over tuples: one connection wears several tuples. The client's SYN
+to VIP:80 becomes pod:8080 after DNAT, or 127.0.0.1:15001 after REDIRECT; conntrack
+reports both (orig and reply), and that pair is the only trustworthy link. So each
+conntrack event merges the key of its orig tuple with the key of its reversed reply
+tuple, and every other event joins whichever group its own tuple's key is in.
+
+Keys ignore direction (a SYN and its SYN-ACK share a key) and the netns, since a flow
+crosses namespaces with its tuple intact, except when a loopback address is in the
+tuple: 127.0.0.1:15001 in one pod is not the same socket as in another, so then the
+netns inode is part of the key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable
+
+from netlab.observe.events import Event
+
+Key = tuple[Any, ...]
+
+
+def _loopback(addr: str | None) -> bool:
+    try:
+        return addr is not None and ipaddress.ip_address(addr).is_loopback
+    except ValueError:
+        return False
+
+
+def flow_key(proto: str | None, saddr: str | None, sport: int | None, daddr: str | None,
+             dport: int | None, netns_inode: int) -> Key | None:
+    if not saddr or not daddr or not proto:
+        return None
+    if proto in ("tcp", "udp") and (not sport or not dport):
+        return None  # e.g. SYN_SENT before the source port is bound
+    ends = tuple(sorted([(saddr, sport or 0), (daddr, dport or 0)]))
+    scope = netns_inode if _loopback(saddr) or _loopback(daddr) else 0
+    return (proto, ends, scope)
+
+
+def event_key(ev: Event) -> Key | None:
+    return flow_key(ev.proto, ev.saddr, ev.sport, ev.daddr, ev.dport, ev.netns_inode)
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[Key, Key] = {}
+
+    def find(self, k: Key) -> Key:
+        self.parent.setdefault(k, k)
+        while self.parent[k] != k:
+            self.parent[k] = self.parent[self.parent[k]]
+            k = self.parent[k]
+        return k
+
+    def union(self, a: Key, b: Key) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[rb] = ra
+
+
+def _tuple_dict(ev: Event) -> dict[str, Any]:
+    return {"proto": ev.proto, "saddr": ev.saddr, "sport": ev.sport, "daddr": ev.daddr,
+            "dport": ev.dport}
+
+
+@dataclass
+class Hop:
+    ts_ns: int
+    netns: str | None
+    ifname: str | None
+    kind: str
+    source: str
+    saddr: str | None = None
+    sport: int | None = None
+    daddr: str | None = None
+    dport: int | None = None
+    tcp_flags: str | None = None
+    seq: int | None = None
+    ack: int | None = None
+    reason: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+_DETAIL_KEYS = ("location", "verdict", "rule", "table", "chain", "oldstate", "newstate",
+                "state", "status", "reply", "dev_from", "sk_state")
+
+
+def _hop(ev: Event) -> Hop:
+    return Hop(ts_ns=ev.ts_ns, netns=ev.netns or str(ev.netns_inode), ifname=ev.ifname,
+               kind=ev.kind, source=ev.source, saddr=ev.saddr, sport=ev.sport,
+               daddr=ev.daddr, dport=ev.dport, tcp_flags=ev.tcp_flags, seq=ev.seq,
+               ack=ev.ack, reason=ev.reason,
+               detail={k: ev.extra[k] for k in _DETAIL_KEYS if k in ev.extra})
+
+
+@dataclass
+class Timeline:
+    flow_id: str
+    proto: str | None
+    client: dict[str, Any]  # the tuple as the initiator sent it (pre-NAT)
+    tuples: list[dict[str, Any]]  # every forward tuple the flow wore, first seen first
+    conntrack: list[dict[str, Any]]  # {netns, kind, orig, reply, status, state}
+    hops: list[Hop]
+    first_drop: dict[str, Any] | None
+    retransmissions: list[dict[str, Any]]
+    resets: list[dict[str, Any]]
+    nf_verdicts: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def count(self, kind: str, netns: str | None = None, flags: str | None = None) -> int:
+        return sum(1 for h in self.hops if h.kind == kind
+                   and (netns is None or h.netns == netns)
+                   and (flags is None or h.tcp_flags == flags))
+
+
+def _client_tuple(evs: list[Event]) -> dict[str, Any]:
+    for ev in evs:
+        if ev.kind == "ct_new":
+            return _tuple_dict(ev)
+    for ev in evs:
+        if ev.tcp_flags == "S" and ev.source == "bpf":
+            return _tuple_dict(ev)
+    return _tuple_dict(evs[0])
+
+
+def _forward_tuples(evs: list[Event], client: dict[str, Any]) -> list[dict[str, Any]]:
+    """Tuples in the initiator's direction: the client's plus NAT rewrites of it."""
+    seen: list[dict[str, Any]] = [client]
+    for ev in evs:
+        if ev.source == "conntrack" and ev.extra.get("reply"):
+            r = ev.extra["reply"]
+            fwd = {"proto": r.get("proto"), "saddr": r.get("daddr"), "sport": r.get("dport"),
+                   "daddr": r.get("saddr"), "dport": r.get("sport")}
+            for t in (_tuple_dict(ev), fwd):
+                if t not in seen:
+                    seen.append(t)
+    return seen
+
+
+def _retransmissions(evs: list[Event]) -> list[dict[str, Any]]:
+    """SYN/FIN segments seen again with the same seq at the same point, plus the
+    kernel's own SYN-ACK retransmit events. A segment counts when it is sent again
+    (tx) or dropped again (drop): tcp:tcp_retransmit_synack fires only when the
+    retransmitted SYN-ACK was sent successfully, so a SYN-ACK that the server's OUTPUT
+    chain drops is retransmitted silently and only its repeated drops show it.
+    Pure ACKs legitimately repeat a seq, so they are not counted."""
+    out: list[dict[str, Any]] = []
+    seen: dict[tuple[Any, ...], int] = {}
+    for ev in evs:
+        if ev.kind == "retransmit_synack":
+            out.append({"ts_ns": ev.ts_ns, "netns": ev.netns, "kind": ev.kind,
+                        "tuple": _tuple_dict(ev)})
+        elif (ev.kind in ("tx", "drop") and ev.source == "bpf" and ev.tcp_flags
+              and ev.seq is not None and ("S" in ev.tcp_flags or "F" in ev.tcp_flags)):
+            k = (ev.kind, ev.netns_inode, ev.tuple(), ev.seq, ev.tcp_flags)
+            seen[k] = seen.get(k, 0) + 1
+            if seen[k] > 1:
+                out.append({"ts_ns": ev.ts_ns, "netns": ev.netns, "kind": "retransmit",
+                            "seen_as": ev.kind, "ifname": ev.ifname,
+                            "tcp_flags": ev.tcp_flags, "seq": ev.seq, "attempt": seen[k],
+                            "tuple": _tuple_dict(ev)})
+    return out
+
+
+def _timeline(n: int, evs: list[Event]) -> Timeline:
+    evs.sort(key=lambda e: e.ts_ns)
+    client = _client_tuple(evs)
+    drops = [e for e in evs if e.kind == "drop"]
+    first_drop = None
+    if drops:
+        d = drops[0]
+        first_drop = {"ts_ns": d.ts_ns, "netns": d.netns, "ifname": d.ifname,
+                      "reason": d.reason, "tcp_flags": d.tcp_flags,
+                      "location": d.extra.get("location"), "tuple": _tuple_dict(d)}
+    resets = [{"ts_ns": e.ts_ns, "netns": e.netns, "kind": e.kind, "ifname": e.ifname,
+               "tuple": _tuple_dict(e)} for e in evs
+              if e.kind in ("send_reset", "recv_reset")
+              or (e.kind in ("tx", "rx") and e.tcp_flags and "R" in e.tcp_flags)]
+    ct = [{"ts_ns": e.ts_ns, "netns": e.netns, "kind": e.kind, "orig": _tuple_dict(e),
+           "reply": e.extra.get("reply"), "status": e.extra.get("status"),
+           "state": e.extra.get("state"), "mark": e.mark, "zone": e.extra.get("zone")}
+          for e in evs if e.source == "conntrack"]
+    nf = [{"ts_ns": e.ts_ns, "netns": e.netns, "table": e.extra.get("table"),
+           "chain": e.extra.get("chain"), "rule": e.extra.get("rule"),
+           "verdict": e.extra.get("verdict"), "ifname": e.ifname, "tcp_flags": e.tcp_flags}
+          for e in evs if e.source == "nftrace"]
+    c = client
+    flow_id = f"{n}:{c.get('proto')}:{c.get('saddr')}:{c.get('sport')}->" \
+              f"{c.get('daddr')}:{c.get('dport')}"
+    return Timeline(flow_id=flow_id, proto=c.get("proto"), client=client,
+                    tuples=_forward_tuples(evs, client), conntrack=ct,
+                    hops=[_hop(e) for e in evs], first_drop=first_drop,
+                    retransmissions=_retransmissions(evs), resets=resets, nf_verdicts=nf)
+
+
+def build_timelines(events: Iterable[Event]) -> list[Timeline]:
+    """Group events into flows (NAT-aware) and order each flow by time."""
+    evs = list(events)
+    uf = _UnionFind()
+    for ev in evs:
+        k = event_key(ev)
+        if k is None:
+            continue
+        uf.find(k)
+        reply = ev.extra.get("reply") if ev.source == "conntrack" else None
+        if reply:
+            rk = flow_key(reply.get("proto"), reply.get("saddr"), reply.get("sport"),
+                          reply.get("daddr"), reply.get("dport"), ev.netns_inode)
+            if rk is not None:
+                uf.union(k, rk)
+    groups: dict[Key, list[Event]] = {}
+    for ev in evs:
+        k = event_key(ev)
+        if k is not None:
+            groups.setdefault(uf.find(k), []).append(ev)
+    ordered = sorted(groups.values(), key=lambda g: min(e.ts_ns for e in g))
+    return [_timeline(i, g) for i, g in enumerate(ordered, 1)]
+
+
+def find(timelines: list[Timeline], **tuple_fields: Any) -> list[Timeline]:
+    """Timelines that wore a tuple matching all given fields (e.g. dport=8080)."""
+    return [t for t in timelines
+            if any(all(tp.get(k) == v for k, v in tuple_fields.items()) for tp in t.tuples)]
+
+
+def _ep(t: dict[str, Any] | None) -> str:
+    if not t:
+        return "?"
+    return f"{t.get('saddr')}:{t.get('sport')} -> {t.get('daddr')}:{t.get('dport')}"
+
+
+def render_text(tl: Timeline) -> str:
+    """A readable view: one line per hop, times relative to the first event."""
+    lines = [f"flow {tl.flow_id}  client {_ep(tl.client)}"]
+    for t in tl.tuples[1:]:
+        lines.append(f"  also seen as {_ep(t)}")
+    t0 = tl.hops[0].ts_ns if tl.hops else 0
+    for h in tl.hops:
+        where = f"{h.netns}/{h.ifname}" if h.ifname else f"{h.netns}"
+        bits = [f"{(h.ts_ns - t0) / 1e6:9.3f}ms", f"{where:<28}", f"{h.source}:{h.kind:<18}"]
+        if h.saddr:
+            bits.append(f"{h.saddr}:{h.sport}>{h.daddr}:{h.dport}")
+        if h.tcp_flags:
+            bits.append(f"[{h.tcp_flags}]")
+        if h.reason:
+            bits.append(f"reason={h.reason}")
+        for k in ("location", "chain", "verdict", "rule", "newstate", "state"):
+            if k in h.detail:
+                bits.append(f"{k}={h.detail[k]}")
+        lines.append("  " + " ".join(str(b) for b in bits))
+    if tl.first_drop:
+        d = tl.first_drop
+        lines.append(f"  FIRST DROP in {d['netns']}/{d['ifname']}: {d['reason']}"
+                     f" ({d.get('location')})")
+    if tl.retransmissions:
+        lines.append(f"  retransmissions: {len(tl.retransmissions)}")
+    if tl.resets:
+        lines.append(f"  resets: {len(tl.resets)}")
+    for c in tl.conntrack:
+        if c["kind"] == "ct_new":
+            lines.append(f"  conntrack[{c['netns']}] orig {_ep(c['orig'])}"
+                         f" reply {_ep(c['reply'])}")
+    return "\n".join(lines)

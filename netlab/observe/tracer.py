@@ -1,0 +1,140 @@
+"""The tracing API labs and tests use: collectors + pcap around a block of traffic.
+
+    with Tracer({"nl-x-client": ino1, "nl-x-server": ino2}, port=8080) as t:
+        ... traffic ...
+        t.wait_for(lambda evs: any(e.kind == "drop" for e in evs))
+    t.timelines()
+
+A collector that cannot run raises before any traffic (strict, the default) so a test
+never passes on missing evidence; with strict=False it is skipped and the reason is
+kept in `skipped`.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Callable, Iterable
+
+from netlab.errors import NetlabError
+from netlab.observe.collector import Collector, Scope
+from netlab.observe.events import Event
+from netlab.observe.timeline import Timeline, build_timelines
+
+
+class TracerError(NetlabError):
+    pass
+
+
+def make_collector(name: str) -> Collector:
+    if name == "bpf":
+        from netlab.observe.bpf import BpfCollector
+        return BpfCollector()
+    if name == "conntrack":
+        from netlab.observe.conntrack import ConntrackCollector
+        return ConntrackCollector()
+    if name == "nftrace":
+        from netlab.observe.nftrace import NftraceCollector
+        return NftraceCollector()
+    raise TracerError(f"unknown collector {name!r} (known: bpf, conntrack, nftrace)")
+
+
+class Tracer:
+    def __init__(self, netns: dict[str, int], port: int | None = None,
+                 address: str | None = None,
+                 collectors: Iterable[str] = ("bpf", "conntrack", "nftrace"),
+                 pcap_dir: str | Path | None = None, strict: bool = True) -> None:
+        self.scope = Scope(netns=dict(netns), port=port, address=address)
+        self.collector_names = tuple(collectors)
+        self.pcap_dir = pcap_dir
+        self.strict = strict
+        self.counters: dict[str, dict[str, int]] = {}
+        self.skipped: dict[str, str] = {}
+        self._events: list[Event] = []
+        self._cond = threading.Condition()
+        self._running: list[Collector] = []
+        self._pcap = None
+
+    def _sink(self, ev: Event) -> None:
+        with self._cond:
+            self._events.append(ev)
+            self._cond.notify_all()
+
+    @property
+    def events(self) -> list[Event]:
+        """A time-ordered snapshot (perf buffers are per CPU, so arrival is unordered)."""
+        with self._cond:
+            return sorted(self._events, key=lambda e: e.ts_ns)
+
+    def wait_for(self, predicate: Callable[[list[Event]], bool], timeout: float = 5.0) -> bool:
+        """Block until predicate(events) holds; the condition-based replacement for sleep."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate(self._events):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    def timelines(self) -> list[Timeline]:
+        return build_timelines(self.events)
+
+    def start(self) -> "Tracer":
+        try:
+            for name in self.collector_names:
+                col = make_collector(name)
+                cap = col.can_run()
+                if not cap.ok:
+                    if self.strict:
+                        raise TracerError(f"collector {name} cannot run: {cap.reason}")
+                    self.skipped[name] = cap.reason
+                    continue
+                col.start(self.scope, self._sink)
+                self._running.append(col)
+            if self.pcap_dir is not None:
+                from netlab.observe.pcap import PcapWriter
+                self._pcap = PcapWriter(self.pcap_dir)
+                self._pcap.start(list(self.scope.netns))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> dict[str, dict[str, int]]:
+        """Stop everything, even when one collector fails; then raise the first error."""
+        errors: list[BaseException] = []
+        if self._pcap is not None:
+            try:
+                self.counters["pcap"] = self._pcap.stop()
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+            self._pcap = None
+        for col in reversed(self._running):
+            try:
+                self.counters[col.name] = col.stop()
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+        self._running = []
+        if errors:
+            raise errors[0]
+        return self.counters
+
+    def __enter__(self) -> "Tracer":
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def run_traced(tracer: Tracer, netns_name: str, argv: list[str],
+               timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """Run argv inside a traced netns (ip netns exec) and return its result."""
+    if netns_name not in tracer.scope.netns:
+        raise TracerError(f"{netns_name} is not in the tracer's scope")
+    return subprocess.run(["ip", "netns", "exec", netns_name, *argv], capture_output=True,
+                          text=True, timeout=timeout)
