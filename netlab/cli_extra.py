@@ -12,6 +12,8 @@ import click
 
 
 def register(main: click.Group, not_built: Callable[[str, str], Callable[..., None]]) -> None:
+    from netlab.dataplane.ztunnel import cli as ztunnel_cli
+    ztunnel_cli.register(main)
     for name, issue, params in [
         ("trace", "issue 4: observation", [click.Argument(["args"], nargs=-1)]),
         ("doctor", "issue 4: observation", []),

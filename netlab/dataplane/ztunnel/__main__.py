@@ -1,0 +1,55 @@
+"""`python -m netlab.dataplane.ztunnel --config FILE`: one ztunnel for one node."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from netlab.dataplane.ztunnel import certs, hooks
+from netlab.dataplane.ztunnel.config import ZtunnelConfig
+from netlab.dataplane.ztunnel.proxy import PodProxy
+from netlab.dataplane.ztunnel.serve import serve_metrics, serve_readiness
+
+METRICS_PORT = 15020
+READINESS_PORT = 15021
+
+
+async def run(cfg: ZtunnelConfig) -> None:
+    telemetry = hooks.make_telemetry(cfg.node, sys.stdout)
+    policy = hooks.evaluator(cfg)
+    mgr = certs.cert_manager(cfg)
+    proxies = [PodProxy(p, cfg, mgr, telemetry, policy) for p in cfg.local_pods()]
+    for p in proxies:
+        await p.start()
+    # Metrics last: `up` waits on 15020, so it means "all pod listeners are open".
+    ready = await serve_readiness(READINESS_PORT)
+    metrics = serve_metrics(METRICS_PORT, telemetry)
+    logging.getLogger("ztunnel").info("ztunnel for node %s serving %d pods (istio %s)",
+                                      cfg.node, len(proxies), cfg.istio_version)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    ready.close()
+    metrics.cancel()
+    for p in proxies:
+        await p.close()
+    await mgr.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m netlab.dataplane.ztunnel")
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--log-level", default="INFO")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=a.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run(ZtunnelConfig.load(a.config)))
+
+
+if __name__ == "__main__":
+    main()

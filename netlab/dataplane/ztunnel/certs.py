@@ -1,0 +1,45 @@
+"""ztunnel's credentials: a node-bound bootstrap identity, then workload certs from the CA.
+
+Real ztunnel proves who it is with its Kubernetes service-account token. netlab has
+no API server, so the bootstrap certificate (SAN `netlab://node/<node>`) is minted
+here at start from the lab CA's directory: that step stands in for the kubelet
+handing ztunnel its token and is the only time the CA key is read outside the CA.
+Every workload certificate afterwards is requested over the CA's mTLS API and is
+subject to its node check (impersonation only for service accounts on this node).
+"""
+
+from __future__ import annotations
+
+import os
+
+from netlab.dataplane.ca import CertClient, LabCA
+from netlab.dataplane.identity import CertManager
+from netlab.dataplane.ztunnel.config import ZtunnelConfig
+
+
+def _write(path: str, data: bytes, mode: int) -> None:
+    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(path + ".tmp", path)
+
+
+def bootstrap(cfg: ZtunnelConfig) -> tuple[bytes, bytes, bytes]:
+    """(cert, key, root) PEM for this node's ztunnel, also kept under its workdir."""
+    os.makedirs(cfg.workdir, exist_ok=True)
+    ca = LabCA(cfg.ca_dir, cfg.trust_domain)
+    cert, key = ca.issue_bootstrap(cfg.node)
+    _write(cfg.bootstrap_cert, cert, 0o644)
+    _write(cfg.bootstrap_key, key, 0o600)
+    return cert, key, ca.root_pem
+
+
+def cert_manager(cfg: ZtunnelConfig) -> CertManager:
+    """A manager fetching only through the CA API; prefetches every SA on this node."""
+    cert, key, root = bootstrap(cfg)
+    client = CertClient(cfg.ca_url, cert, key, root, cfg.trust_domain)
+    mgr = CertManager(client.fetch)
+    mgr.start()
+    for sa in sorted({(w.namespace, w.service_account) for w in cfg.local_pods()}):
+        mgr.prefetch(*sa)
+    return mgr

@@ -1,0 +1,226 @@
+"""The three in-pod listeners of one ambient pod and what each does (mesh-facts §3).
+
+15001 outbound: find the original destination, resolve a VIP to one endpoint, then
+HBONE (destination speaks HBONE) or plain passthrough, always from a socket made in
+the *source* pod's netns with SO_MARK 0x539. 15008 inbound HBONE and 15006 inbound
+plaintext: policy first, then connect to the app spoofing the client's IP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import socket
+from typing import Any
+
+from netlab.dataplane import hbone
+from netlab.dataplane.identity import CertManager, Identity
+from netlab.dataplane.ztunnel import hooks, sockets
+from netlab.dataplane.ztunnel.config import WorkloadInfo, ZtunnelConfig
+from netlab.dataplane.ztunnel.relay import CountingReader, CountingWriter, pipe
+
+log = logging.getLogger("ztunnel")
+OUTBOUND, INBOUND_PLAIN, INBOUND_HBONE = 15001, 15006, 15008
+OWN_PORTS = (OUTBOUND, INBOUND_PLAIN, INBOUND_HBONE)
+
+
+def _addr(a: Any) -> str:
+    return f"{a[0]}:{a[1]}" if a else ""
+
+
+def _flags(rec: Any, flags: str) -> Any:
+    try:
+        return dataclasses.replace(rec, response_flags=flags)
+    except TypeError:
+        return rec
+
+
+class PodProxy:
+    """ztunnel's in-pod proxy instance for one workload on this node."""
+
+    def __init__(self, pod: WorkloadInfo, cfg: ZtunnelConfig, certs: CertManager,
+                 telemetry: Any, policy: Any) -> None:
+        self.pod, self.cfg, self.certs, self.tel, self.policy = pod, cfg, certs, telemetry, policy
+        self.td = cfg.trust_domain
+        self.identity = pod.identity(self.td)
+        self.tproxy = cfg.istio_version == "1.23"
+        self.pool = hbone.HbonePool(self._client_ctx, sock_factory=lambda _dst: sockets.outbound_socket(pod.netns))
+        self._servers: list[asyncio.AbstractServer] = []
+        self._hbone: hbone.HboneServer | None = None
+
+    async def start(self) -> None:
+        mk = lambda port: sockets.listener(self.pod.netns, port, self.tproxy)  # noqa: E731
+        out_sock, plain_sock, hbone_sock = mk(OUTBOUND), mk(INBOUND_PLAIN), mk(INBOUND_HBONE)
+        self._servers.append(await asyncio.start_server(self._outbound, sock=out_sock))
+        self._servers.append(await asyncio.start_server(self._inbound_plain, sock=plain_sock))
+        self._hbone = hbone.HboneServer(
+            lambda: self.certs.server_context(self.pod.namespace, self.pod.service_account),
+            self._inbound_hbone, trust_domain=self.td)
+        await self._hbone.start(hbone_sock)
+
+    async def close(self) -> None:
+        for s in self._servers:
+            s.close()
+        if self._hbone:
+            await self._hbone.close()
+        await self.pool.close()
+
+    def _client_ctx(self, src_identity: str) -> Any:
+        ident = Identity.parse(src_identity)
+        return self.certs.client_context(ident.namespace, ident.service_account)
+
+    def _wl(self, w: WorkloadInfo | None) -> Any:
+        return hooks.workload(w, self.td)
+
+    # --- outbound (15001) ------------------------------------------------------------
+    async def _outbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        client = writer.get_extra_info("peername")
+        dst = sockets.original_dst(writer.get_extra_info("socket"))
+        if dst[1] in OWN_PORTS and dst[0] in (self.pod.ip, "127.0.0.1"):
+            log.info("refused self-call from %s to ztunnel port %s", _addr(client), _addr(dst))
+            writer.close()
+            return
+        target, dst_wl = dst, self.cfg.workload_by_ip(dst[0])
+        svc = self.cfg.service_at(*dst)
+        if svc is not None:
+            ep = self.cfg.pick(svc)
+            if ep is None:
+                log.info("no endpoints for %s (%s)", svc.hostname, _addr(dst))
+                writer.close()
+                return
+            target, dst_wl = (ep.ip, ep.port), self.cfg.workload_by_ip(ep.ip)
+        service = svc.hostname if svc else None
+        if dst_wl is not None and dst_wl.hbone_capable:
+            await self._outbound_hbone(reader, writer, client, target, dst_wl, service)
+        else:
+            await self._passthrough(reader, writer, client, target, dst_wl, service)
+
+    async def _outbound_hbone(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                              client: Any, target: tuple[str, int], dst_wl: WorkloadInfo,
+                              service: str | None) -> None:
+        authority = _addr(target)
+        dst_id = dst_wl.identity(self.td)
+        rec = hooks.record(reporter="source", src=self._wl(self.pod), dst=self._wl(dst_wl),
+                           src_addr=_addr(client), dst_addr=f"{dst_wl.ip}:{INBOUND_HBONE}",
+                           hbone_addr=authority, src_identity=self.identity, dst_identity=dst_id,
+                           security="mutual_tls", direction="outbound", dst_service=service)
+        self.tel.opened(rec)
+        w = self._wl(self.pod)
+        headers = hbone.make_headers(forwarded_for=(client[0], client[1]), baggage={
+            "k8s.cluster.name": hooks.CLUSTER, "k8s.namespace.name": self.pod.namespace,
+            "k8s.deployment.name": self.pod.deployment, "service.name": w.canonical_service,
+            "service.version": w.canonical_revision})
+        try:
+            stream = await self.pool.connect((dst_wl.ip, INBOUND_HBONE), authority, self.identity,
+                                             dst_id, headers)
+        except hbone.HboneError as e:
+            flag = "DENY" if e.status == 401 else "CONNECT"
+            self.tel.closed(_flags(rec, flag), 0, 0, error=f"http status: {e.status}")
+            writer.close()
+            return
+        except Exception as e:  # noqa: BLE001 - TLS, identity or socket failure: close the client
+            self.tel.closed(_flags(rec, "CONNECT"), 0, 0, error=f"{type(e).__name__}: {e}")
+            writer.close()
+            return
+        down_r = CountingReader(reader)
+        down_w = CountingWriter(writer, lambda: self.tel.closed(rec, down_r.count, down_w.count))
+        await hbone.relay(stream, down_r, down_w)  # type: ignore[arg-type]
+
+    async def _passthrough(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                           client: Any, target: tuple[str, int], dst_wl: WorkloadInfo | None,
+                           service: str | None) -> None:
+        rec = hooks.record(reporter="source", src=self._wl(self.pod), dst=self._wl(dst_wl),
+                           src_addr=_addr(client), dst_addr=_addr(target), hbone_addr=None,
+                           src_identity=self.identity, dst_identity=None, security="unknown",
+                           direction="outbound", dst_service=service)
+        self.tel.opened(rec)
+        sock = sockets.outbound_socket(self.pod.netns)
+        try:
+            await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, target), 10)
+            up_r, up_w = await asyncio.open_connection(sock=sock)
+        except (OSError, asyncio.TimeoutError) as e:
+            sock.close()
+            self.tel.closed(_flags(rec, "CONNECT"), 0, 0, error=str(e) or type(e).__name__)
+            writer.close()
+            return
+        down_r, down_w = CountingReader(reader), CountingWriter(writer)
+        err = await pipe(down_r, down_w, up_r, up_w)
+        self.tel.closed(rec, down_r.count, down_w.count, error=err)
+
+    # --- inbound ----------------------------------------------------------------------
+    async def _connect_app(self, client_ip: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        sock = sockets.spoofed_socket(self.pod.netns, client_ip)
+        try:
+            await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (self.pod.ip, port)), 10)
+            return await asyncio.open_connection(sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+
+    async def _inbound_hbone(self, authority: str, headers: dict[str, str], peer_identity: str,
+                             peer: tuple[str, int]) -> Any:
+        target = hbone.parse_authority(authority)
+        if target is None or target[0] != self.pod.ip or target[1] in OWN_PORTS:
+            return 400
+        src_ip = peer[0]
+        rec = hooks.record(reporter="destination", src=self._wl(self.cfg.workload_by_ip(src_ip)),
+                           dst=self._wl(self.pod), src_addr=_addr(peer),
+                           dst_addr=f"{self.pod.ip}:{INBOUND_HBONE}", hbone_addr=authority,
+                           src_identity=peer_identity, dst_identity=self.identity,
+                           security="mutual_tls", direction="inbound")
+        self.tel.opened(rec)
+        decision = self.policy.authorize(hooks.connection(src_ip, peer_identity, target[0], target[1], self.pod))
+        if not decision.allowed:
+            self.tel.closed(_flags(rec, "DENY"), 0, 0, error=f"policy rejection: {decision.reason}")
+            return 401
+        try:
+            up_r, up_w = await self._connect_app(src_ip, target[1])
+        except (OSError, asyncio.TimeoutError) as e:
+            self.tel.closed(_flags(rec, "CONNECT"), 0, 0, error=str(e) or type(e).__name__)
+            return 503
+        r = CountingReader(up_r)
+        w = CountingWriter(up_w, lambda: self.tel.closed(rec, w.count, r.count))
+        return r, w
+
+    async def _inbound_plain(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        client = writer.get_extra_info("peername")
+        dst = sockets.original_dst(writer.get_extra_info("socket"))
+        if dst[1] in OWN_PORTS:
+            writer.close()
+            return
+        rec = hooks.record(reporter="destination", src=self._wl(self.cfg.workload_by_ip(client[0])),
+                           dst=self._wl(self.pod), src_addr=_addr(client), dst_addr=_addr(dst),
+                           hbone_addr=None, src_identity=None, dst_identity=self.identity,
+                           security="unknown", direction="inbound")
+        self.tel.opened(rec)
+        mode = self.policy.peer_auth_mode(self.pod.namespace, self.pod.labels, dst[1])
+        if mode == "STRICT":
+            decision_error = "connection closed due to policy: PeerAuthentication STRICT needs mTLS"
+        else:
+            d = self.policy.authorize(hooks.connection(client[0], None, self.pod.ip, dst[1], self.pod))
+            decision_error = None if d.allowed else f"policy rejection: {d.reason}"
+        if decision_error:
+            self.tel.closed(_flags(rec, "DENY"), 0, 0, error=decision_error)
+            _reset(writer)
+            return
+        try:
+            up_r, up_w = await self._connect_app(client[0], dst[1])
+        except (OSError, asyncio.TimeoutError) as e:
+            self.tel.closed(_flags(rec, "CONNECT"), 0, 0, error=str(e) or type(e).__name__)
+            _reset(writer)
+            return
+        down_r, down_w = CountingReader(reader), CountingWriter(writer)
+        err = await pipe(down_r, down_w, up_r, up_w)
+        self.tel.closed(rec, down_r.count, down_w.count, error=err)
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with RST, as a refused connection looks to the client."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        except OSError:
+            pass
+    writer.transport.abort()

@@ -1,0 +1,86 @@
+"""Byte-counting relays: ztunnel's metrics need bytes each way per connection.
+
+`hbone.relay` moves the bytes for HBONE streams; it sees an upstream as a
+(reader, writer) pair, so wrapping that pair is how the counts (and the moment the
+connection ends) reach telemetry without touching the HBONE module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable
+
+CHUNK = 256 << 10
+
+
+class CountingReader:
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self._r = reader
+        self.count = 0
+
+    async def read(self, n: int = -1) -> bytes:
+        data = await self._r.read(n)
+        self.count += len(data)
+        return data
+
+
+class CountingWriter:
+    """A StreamWriter look-alike; `on_close` runs once, when the relay lets go of it."""
+
+    def __init__(self, writer: asyncio.StreamWriter, on_close: Callable[[], None] | None = None) -> None:
+        self._w = writer
+        self._on_close = on_close
+        self.count = 0
+
+    @property
+    def transport(self) -> Any:
+        return self._w.transport
+
+    def write(self, data: bytes) -> None:
+        self.count += len(data)
+        self._w.write(data)
+
+    async def drain(self) -> None:
+        await self._w.drain()
+
+    def can_write_eof(self) -> bool:
+        return self._w.can_write_eof() and not self._w.transport.is_closing()
+
+    def write_eof(self) -> None:
+        try:
+            self._w.write_eof()
+        except (OSError, RuntimeError):
+            pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._w.get_extra_info(name, default)
+
+    def close(self) -> None:
+        self._w.close()
+        cb, self._on_close = self._on_close, None
+        if cb:
+            cb()
+
+
+async def pipe(down_r: CountingReader, down_w: CountingWriter,
+               up_r: asyncio.StreamReader, up_w: asyncio.StreamWriter) -> str | None:
+    """Copy both ways with half-close; returns an error text if a side broke."""
+    error: list[str] = []
+
+    async def copy(r: Any, w: Any) -> None:
+        try:
+            while data := await r.read(CHUNK):
+                w.write(data)
+                await w.drain()
+            if w.can_write_eof():
+                w.write_eof()
+        except (OSError, asyncio.IncompleteReadError) as e:
+            error.append(str(e))
+            w.transport.abort()
+
+    try:
+        await asyncio.gather(copy(down_r, up_w), copy(up_r, down_w))
+    finally:
+        up_w.close()
+        down_w.close()
+    return error[0] if error else None

@@ -1,0 +1,79 @@
+"""Sockets the way ztunnel makes them: inside a pod's netns, marked, sometimes spoofing.
+
+Why in-process setns: a socket stays in the namespace it was created in, so one
+ztunnel process can own listeners in every pod on its node (ztunnel's in-pod mode
+gets the netns fds from istio-cni; we open /run/netns/<name> ourselves).
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from netlab.kernel import netns as nsmod
+
+SO_MARK = 36
+IP_TRANSPARENT = 19
+IP_FREEBIND = 15
+SO_ORIGINAL_DST = 80
+ZTUNNEL_MARK = 0x539
+
+
+def listener(netns: str, port: int, transparent: bool, backlog: int = 512) -> socket.socket:
+    """A marked listener on 0.0.0.0:port inside `netns` (IP_TRANSPARENT for TPROXY mode)."""
+    with nsmod.entered(netns):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, SO_MARK, ZTUNNEL_MARK)
+        if transparent:
+            s.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+        s.bind(("0.0.0.0", port))
+        s.listen(backlog)
+        s.setblocking(False)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def original_dst(sock: socket.socket) -> tuple[str, int]:
+    """Where the client meant to go: conntrack's pre-NAT tuple, else the local address (TPROXY)."""
+    try:
+        raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
+        port, packed = struct.unpack_from("!2xH4s", raw)
+        return socket.inet_ntoa(packed), port
+    except OSError:
+        ip, port = sock.getsockname()[:2]
+        return ip, port
+
+
+def outbound_socket(netns: str) -> socket.socket:
+    """An unconnected, marked socket in the source pod's netns (no spoofing: pod IP as source)."""
+    with nsmod.entered(netns):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, SO_MARK, ZTUNNEL_MARK)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.setblocking(False)
+    return s
+
+
+def spoofed_socket(netns: str, client_ip: str) -> socket.socket:
+    """A marked socket in the destination pod's netns bound to the client's IP.
+
+    IP_TRANSPARENT + IP_FREEBIND let us bind an address the pod does not own; the
+    in-pod connmark rules and the table-100 local route bring the app's replies back.
+    """
+    with nsmod.entered(netns):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, SO_MARK, ZTUNNEL_MARK)
+        s.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+        s.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.bind((client_ip, 0))
+        s.setblocking(False)
+    except BaseException:
+        s.close()
+        raise
+    return s

@@ -1,0 +1,148 @@
+"""Ambient planning: who is enrolled, and that only enrolled pods/nodes get rules and ztunnels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from netlab import topology
+from netlab.plan.ambient import enrolled
+from netlab.plan.istio_rules import render_ambient_hostprobe, render_ambient_inpod
+from netlab.plan.planner import PlanOptions, plan
+
+REPO = Path(__file__).resolve().parents[2]
+TOPO = REPO / "topologies" / "ambient-bookinfo.yaml"
+
+EXTRA = """
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: optin}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: solo, namespace: optin}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: solo}}
+  template:
+    metadata:
+      labels: {app: solo, istio.io/dataplane-mode: ambient}
+    spec:
+      nodeName: node-1
+      containers: [{name: solo, image: netlab/sleep}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: optout, namespace: bookinfo}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: optout}}
+  template:
+    metadata:
+      labels: {app: optout, istio.io/dataplane-mode: none}
+    spec:
+      nodeName: node-2
+      containers: [{name: optout, image: netlab/sleep}]
+"""
+
+
+def _plan(tmp_path: Path, text: str, version: str = "1.24+", processes: bool = True):
+    f = tmp_path / "lab.yaml"
+    f.write_text(text.replace('version: "1.24+"', f'version: "{version}"'))
+    lab = topology.load([str(f)])
+    return lab, plan(lab, PlanOptions(python="python3", start_processes=processes))
+
+
+@pytest.fixture
+def planned(tmp_path: Path):
+    return _plan(tmp_path, TOPO.read_text() + EXTRA)
+
+
+def test_enrollment_by_namespace_pod_label_and_opt_out(planned) -> None:
+    lab, state = planned
+    got = {p.key: enrolled(lab, p) for p in state.pods}
+    assert got == {"bookinfo/sleep-0": True, "bookinfo/ratings-0": True, "bookinfo/ratings-1": True,
+                   "outside/sleep-0": False, "optin/solo-0": True, "bookinfo/optout-0": False}
+
+
+def test_inpod_rules_and_policy_routing_only_for_enrolled_pods(planned) -> None:
+    lab, state = planned
+    in_mesh = {p.netns for p in state.pods if enrolled(lab, p)}
+    out = {p.netns for p in state.pods if not enrolled(lab, p)}
+    ambient = [r for r in state.rulesets if r.owner == "istio-ambient"]
+    assert {r.netns for r in ambient} == in_mesh
+    assert all(r.text == render_ambient_inpod("1.24+", bypass_inbound=False, dns_capture=False)
+               for r in ambient)
+    assert not {r.netns for r in state.rulesets} & out
+    rules = {r.netns: r for r in state.ip_rules}
+    assert set(rules) == in_mesh
+    assert all((r.fwmark, r.mask, r.table, r.priority) == (0x111, 0xFFF, 100, 32764) for r in rules.values())
+
+
+def test_bypass_inbound_annotation_selects_ingress_rules(tmp_path: Path) -> None:
+    text = TOPO.read_text().replace(
+        "      labels: {app: ratings, version: v1}\n    spec:",
+        "      labels: {app: ratings, version: v1}\n"
+        "      annotations: {ambient.istio.io/bypass-inbound-capture: \"true\"}\n    spec:")
+    lab, state = _plan(tmp_path, text)
+    by_ns = {r.netns: r.text for r in state.rulesets if r.owner == "istio-ambient"}
+    ratings = [p for p in state.pods if p.deployment == "ratings"]
+    assert ratings and all(by_ns[p.netns] == render_ambient_inpod("1.24+", bypass_inbound=True,
+                                                                  dns_capture=False) for p in ratings)
+
+
+def test_hostprobe_in_nodes_with_ambient_pods_only(planned) -> None:
+    lab, state = planned
+    # node-2 has ratings-0 (ambient) and optout-0 (not); node-1 has sleep, ratings-1, solo.
+    expect = {n.netns: sorted(p.ip for p in state.pods if p.node == n.name and enrolled(lab, p))
+              for n in state.nodes}
+    sets = {s.netns: sorted(s.members) for s in state.ipsets}
+    assert sets == {k: v for k, v in expect.items() if v}
+    probes = [r for r in state.rulesets if r.owner == "istio-hostprobe"]
+    assert {r.netns for r in probes} == set(sets)
+    assert all(r.text == render_ambient_hostprobe("1.24+") for r in probes)
+
+
+def test_no_ambient_no_processes(tmp_path: Path) -> None:
+    text = TOPO.read_text().replace("    istio.io/dataplane-mode: ambient\n", "")
+    _, state = _plan(tmp_path, text)
+    assert not [r for r in state.rulesets if r.owner.startswith("istio")]
+    assert not [p for p in state.processes if p.name.startswith(("ztunnel", "istiod"))]
+    assert not state.ipsets and not state.ip_rules
+
+
+def test_processes_ca_and_one_ztunnel_per_ambient_node(planned) -> None:
+    lab, state = planned
+    procs = {p.name: p for p in state.processes}
+    ca = procs["istiod-ca"]
+    assert ca.netns.endswith("-fabric") and "172.18.0.1:15012" in ca.argv
+    by_node = {n: sorted(map(tuple, sas)) for n, sas in json.loads(ca.config).items()}
+    assert by_node == {"node-1": [("bookinfo", "bookinfo-ratings"), ("bookinfo", "sleep"), ("optin", "default")],
+                       "node-2": [("bookinfo", "bookinfo-ratings")]}
+    zts = sorted(n for n in procs if n.startswith("ztunnel/"))
+    assert zts == ["ztunnel/node-1", "ztunnel/node-2"]
+    z1 = procs["ztunnel/node-1"]
+    ready = {(r.netns, r.port) for r in z1.ready}
+    node1_mesh = {p.netns for p in state.pods if p.node == "node-1" and enrolled(lab, p)}
+    assert ready == {(z1.netns, 15020)} | {(ns, 15008) for ns in node1_mesh}
+    cfg = json.loads(z1.config)
+    assert cfg["node"] == "node-1" and cfg["istio_version"] == "1.24+"
+    wl = {f"{w['namespace']}/{w['name']}": w for w in cfg["workloads"]}
+    assert wl["outside/sleep-0"]["in_mesh"] is False and wl["bookinfo/sleep-0"]["in_mesh"] is True
+    assert cfg["services"][0]["vip"] and cfg["services"][0]["ports"][0]["endpoints"]
+
+
+def test_no_processes_when_start_processes_false(tmp_path: Path) -> None:
+    _, state = _plan(tmp_path, TOPO.read_text(), processes=False)
+    assert not state.processes
+    assert [r for r in state.rulesets if r.owner == "istio-ambient"]
+
+
+def test_version_123_renders_tproxy_rules(tmp_path: Path) -> None:
+    _, state = _plan(tmp_path, TOPO.read_text(), version="1.23")
+    texts = {r.text for r in state.rulesets if r.owner == "istio-ambient"}
+    assert texts == {render_ambient_inpod("1.23", dns_capture=False)}
+    assert "TPROXY" in texts.pop()
