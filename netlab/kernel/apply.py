@@ -116,6 +116,8 @@ class Applier:
                 kw["table"] = r.table
             if r.type != "unicast":
                 kw["type"] = r.type
+            if r.type == "local":
+                kw["scope"] = "host"  # the kernel refuses a local route of universe scope
             self.sockets[r.netns].route("add", **kw)
         for rule in state.ip_rules:
             self.sockets[rule.netns].rule("add", fwmark=rule.fwmark, fwmask=rule.mask,

@@ -44,6 +44,8 @@ def plan(lab: Lab, options: PlanOptions = PlanOptions()) -> DesiredState:
     _plan_dns(lab, state, options)
     if options.start_processes:
         _plan_apps(lab, state, options)
+    from netlab.plan.ambient import plan_ambient
+    plan_ambient(lab, state, options)
     return state
 
 
