@@ -188,6 +188,29 @@ def bench_topology(nodes: int, pods: int, runs: int, vs_mininet: bool, as_json: 
         out.print(f"netlab is {result['ratio_vs_mininet']:.1f}x faster than Mininet (up+down, medians)")
 
 
+@bench.command("hbone")
+@click.option("--seconds", default=5, show_default=True, help="Duration of each throughput run.")
+@click.option("--connections", default=300, show_default=True, help="Connections for the latency run.")
+@click.option("--istio", "version", default="1.24+", type=click.Choice(["1.23", "1.24+"]), show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def bench_hbone(seconds: int, connections: int, version: str, as_json: bool) -> None:
+    """Throughput and connect latency through two ztunnels, beside the direct path and bare TLS."""
+    from netlab.bench.hbone import run as run_bench
+    runtime.require_root()
+    r = run_bench(seconds, connections, version, lambda msg: console.print(msg))
+    if as_json:
+        out.print_json(json.dumps(r))
+        return
+    t = Table("path", "Gbit/s", "p50 connect→first byte (ms)", "p99 (ms)", "conn/s")
+    t.add_row("direct veth (out of mesh, iperf3)", f"{r['plain_gbps']:.2f}", f"{r['plain_latency']['p50_ms']:.2f}",
+              f"{r['plain_latency']['p99_ms']:.2f}", f"{r['plain_latency']['conn_per_s']:.0f}")
+    t.add_row("ambient: 2 ztunnels + HBONE (iperf3)", f"{r['mesh_gbps']:.2f}", f"{r['mesh_latency']['p50_ms']:.2f}",
+              f"{r['mesh_latency']['p99_ms']:.2f}", f"{r['mesh_latency']['conn_per_s']:.0f}")
+    t.add_row("bare Python TLS 1.3 stream (loopback)", f"{r['bare_tls_gbps']:.2f}", "", "", "")
+    out.print(t)
+    out.print(f"HBONE / bare Python TLS = {r['hbone_vs_bare_tls']:.0%}; HBONE / direct = {r['hbone_vs_direct']:.1%}")
+
+
 def _not_built(name: str, issue: str) -> Callable[..., None]:
     def cmd(**_: Any) -> None:
         raise NotBuilt(f"`netlab {name}` is planned ({issue}) and not implemented in this version")

@@ -204,14 +204,23 @@ def run_netns_only(netns: str, argv: list[str], stdin: str | None = None,
 
 
 def listening(check: ReadyCheck) -> bool:
-    """Is something bound to the port in that namespace? Read the kernel's socket table."""
-    table = "tcp" if check.proto == "tcp" else "udp"
+    """Is something bound to the port in that namespace? Read the kernel's socket tables.
+
+    Both families: a dual-stack server (iperf3, many Go and C servers) binds `::` and
+    shows up only in tcp6.
+    """
+    tables = ("tcp", "tcp6") if check.proto == "tcp" else ("udp", "udp6")
+    lines: list[str] = []
     with nsmod.entered(check.netns):
-        with open(f"/proc/thread-self/net/{table}") as f:
-            lines = f.readlines()[1:]
+        for table in tables:
+            try:
+                with open(f"/proc/thread-self/net/{table}") as f:
+                    lines += f.readlines()[1:]
+            except FileNotFoundError:  # IPv6 disabled
+                pass
     for line in lines:
         fields = line.split()
-        port = int(fields[1].split(":")[1], 16)
+        port = int(fields[1].rsplit(":", 1)[1], 16)
         if port == check.port and (check.proto == "udp" or fields[3] == "0A"):
             return True
     return False
