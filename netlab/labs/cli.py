@@ -1,0 +1,103 @@
+"""`netlab lab list|run|explain`: thin click commands over registry, runner and report."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.table import Table
+
+from netlab.labs import registry
+
+console = Console(stderr=True)
+out = Console()
+
+
+@click.group("lab")
+def lab() -> None:
+    """Labs: reproduce a field report on the real kernel, judged on observed evidence."""
+
+
+@lab.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def list_(as_json: bool) -> None:
+    """The labs netlab knows, with their variants."""
+    labs = [registry.get(n) for n in registry.names()]
+    if as_json:
+        out.print_json(json.dumps([{"name": lb.name, "title": lb.title,
+                                    "variants": [v.name for v in lb.variants]} for lb in labs]))
+        return
+    t = Table("lab", "title", "variants")
+    for lb in labs:
+        t.add_row(lb.name, lb.title, ", ".join(v.name for v in lb.variants))
+    out.print(t)
+
+
+@lab.command()
+@click.argument("name")
+def explain(name: str) -> None:
+    """The exercise: what the user sees, why, hints, and the fix."""
+    text = registry.get(name).explain()
+    if sys.stdout.isatty():
+        out.print(Markdown(text))
+    else:
+        click.echo(text)
+
+
+@lab.command()
+@click.argument("name")
+@click.option("--variant", "variants", multiple=True, help="Run only these (repeatable).")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False),
+              help="Write report.md, report.html and results.json here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+@click.option("--keep", is_flag=True, help="Leave each variant's lab instance up.")
+def run(name: str, variants: tuple[str, ...], report_dir: str | None, as_json: bool,
+        keep: bool) -> None:
+    """Run every variant of NAME (or --variant ones); exit 0 only if every expectation held."""
+    from netlab import runtime
+    from netlab.errors import NetlabError
+    from netlab.labs import report, runner
+
+    runtime.require_root()
+    the_lab = registry.get(name)
+    for v in variants:
+        try:
+            the_lab.variant(v)
+        except KeyError:
+            raise NetlabError(f"lab {name} has no variant {v!r}; variants: "
+                              f"{', '.join(x.name for x in the_lab.variants)}") from None
+    with console.status(f"lab {name}") as status:
+        def progress(msg: str) -> None:
+            status.update(msg)
+
+        def on_result(r: runner.VariantResult) -> None:
+            mark = "[green]PASS[/]" if r.ok else "[red]FAIL[/]"
+            console.print(f"{mark} {r.variant} ({r.seconds:.1f}s): {r.summary}", highlight=False)
+            for v in r.verdicts:
+                if not v.held:
+                    console.print(f"     [red]✗[/] {v.id}: expected {v.expected}\n"
+                                  f"       saw: {v.seen}", highlight=False)
+            if r.error:
+                console.print(f"     [red]error:[/] {r.error}", highlight=False)
+
+        results = runner.run(the_lab, list(variants) or None, keep, progress, on_result)
+    if report_dir:
+        paths = report.write(report_dir, the_lab, results)
+        console.print("report: " + ", ".join(os.path.relpath(p) for p in paths))
+    if as_json:
+        click.echo(json.dumps({"lab": name, "ok": all(r.ok for r in results),
+                               "results": [r.to_dict() for r in results]}, indent=1))
+    else:
+        out.print(report.summary_table(results))
+    if keep:
+        console.print("kept: " + ", ".join(r.instance for r in results)
+                      + " (remove with `netlab down NAME`)")
+    sys.exit(0 if results and all(r.ok for r in results) else 1)
+
+
+def register(main: click.Group) -> None:
+    main.add_command(lab)
