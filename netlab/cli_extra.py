@@ -14,6 +14,10 @@ import click
 def register(main: click.Group, not_built: Callable[[str, str], Callable[..., None]]) -> None:
     from netlab.dataplane.ztunnel import cli as ztunnel_cli
     ztunnel_cli.register(main)
+    from netlab.observe import cli as observe_cli
+    observe_cli.register(main)
+    from netlab.labs.cli import register as register_labs
+    register_labs(main)
     for name, issue, params in [
         ("trace", "issue 4: observation", [click.Argument(["args"], nargs=-1)]),
         ("doctor", "issue 4: observation", []),

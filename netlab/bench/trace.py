@@ -1,0 +1,185 @@
+"""`netlab bench trace`: what the Tracer costs, and whether it keeps up.
+
+Why these two figures: a tracer that slows the dataplane changes the thing it observes
+(timeouts, retransmissions), and one that drops events silently produces timelines
+with holes that look like bugs. So, in one run on one small lab (a client pod on
+node-1, a tcp-echo pod on node-2, plain networking, so every connection crosses two
+veths and the fabric):
+
+- the sequential connection rate of a real client (a Python socket loop inside the
+  client pod: connect, send 1 byte, read it back, close), untraced before and after
+  (their mean is the baseline, their spread shows the noise) and traced with bpf +
+  conntrack; the overhead is the relative drop of the rate;
+- a paced run at RATE connections/s under tracing, spread over as many client
+  processes as the traced sequential rate says are needed, reporting the events the
+  collectors lost (target 0) and the rate actually achieved.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Callable
+
+from netlab import runtime
+from netlab.errors import NetlabError
+from netlab.kernel import netns as nsmod
+from netlab.kernel.processes import run_in
+
+Say = Callable[[str], None]
+ECHO_PORT = 7000
+COLLECTORS = ("bpf", "conntrack")
+MAX_CLIENTS = 32
+
+TOPOLOGY = """\
+apiVersion: netlab.dev/v1alpha1
+kind: Lab
+metadata: {{name: {name}}}
+spec:
+  nodes: [{{name: node-1}}, {{name: node-2}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: client}}
+spec:
+  selector: {{matchLabels: {{app: client}}}}
+  template:
+    metadata: {{labels: {{app: client}}}}
+    spec:
+      nodeName: node-1
+      containers: [{{name: c, image: netlab/sleep}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: echo}}
+spec:
+  selector: {{matchLabels: {{app: echo}}}}
+  template:
+    metadata: {{labels: {{app: echo}}}}
+    spec:
+      nodeName: node-2
+      containers: [{{name: c, image: netlab/tcp-echo, ports: [{{containerPort: {port}}}]}}]
+"""
+
+# Runs inside the client pod. rate 0 = as fast as possible (sequential); otherwise
+# connection i is due at start + i/rate (a time budget, so a slow connection is caught
+# up on instead of shifting every later one). start_at is CLOCK_MONOTONIC, shared by
+# all processes on the host, so paced clients begin together.
+CLIENT = r"""
+import json, socket, sys, time
+ip, port, n, rate, start_at = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+time.sleep(max(0.0, start_at - time.monotonic()))
+t0 = time.monotonic()
+late = errors = 0
+for i in range(n):
+    if rate:
+        d = t0 + i / rate - time.monotonic()
+        if d > 0:
+            time.sleep(d)
+        elif d < -0.005:
+            late += 1
+    try:
+        s = socket.create_connection((ip, port), timeout=5)
+        s.sendall(b"x")
+        if s.recv(1) != b"x":
+            errors += 1
+        s.close()
+    except OSError:
+        errors += 1
+print(json.dumps({"n": n, "start": t0, "end": time.monotonic(), "late": late, "errors": errors}))
+"""
+
+
+def _clients(netns: str, ip: str, counts: list[int], rate_each: float) -> dict[str, Any]:
+    """Run one client process per entry of counts, concurrently; merge their figures."""
+    start_at = time.monotonic() + 0.3 + 0.02 * len(counts)  # all interpreters up by then
+    results: list[Any] = [None] * len(counts)
+
+    def one(i: int) -> None:
+        res = run_in(netns, [sys.executable, "-c", CLIENT, ip, str(ECHO_PORT), str(counts[i]),
+                             str(rate_each), str(start_at)],
+                     capture_output=True, text=True, timeout=300)
+        results[i] = res
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(counts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    parsed = []
+    for res in results:
+        if res is None or res.returncode != 0:
+            raise NetlabError(f"bench client failed: {getattr(res, 'stderr', '')}")
+        parsed.append(json.loads(res.stdout))
+    n = sum(p["n"] for p in parsed)
+    seconds = max(p["end"] for p in parsed) - min(p["start"] for p in parsed)
+    return {"connections": n, "seconds": seconds, "rate": n / seconds,
+            "late": sum(p["late"] for p in parsed), "errors": sum(p["errors"] for p in parsed),
+            "clients": len(counts)}
+
+
+def _traced(scope: dict[str, int], fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """fn() under a Tracer (bpf + conntrack, port filter), drained before stopping."""
+    from netlab.observe.cli import drain
+    from netlab.observe.tracer import Tracer
+
+    with Tracer(scope, port=ECHO_PORT, collectors=COLLECTORS, strict=True) as tracer:
+        row = fn()
+        drain(tracer, limit=5.0)
+    counters = tracer.counters
+    row["events"] = sum(c.get("events", 0) for c in counters.values())
+    row["lost"] = sum(c.get("lost", 0) for c in counters.values())
+    row["counters"] = counters
+    return row
+
+
+def _split(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def run(connections: int, rate: int, say: Say) -> dict[str, Any]:
+    name = f"bt{os.getpid() % 10000}"
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write(TOPOLOGY.format(name=name, port=ECHO_PORT))
+        topo = f.name
+    try:
+        say(f"building lab {name} (client on node-1, tcp-echo on node-2)")
+        summary = runtime.up([topo], name).summary
+        try:
+            pods = {p["deployment"]: p for p in summary["pods"]}
+            client, ip = pods["client"]["netns"], pods["echo"]["ip"]
+            scope = {n: nsmod.inode(n) for n in runtime.record_of(name).netns}
+            seq = lambda: _clients(client, ip, [connections], 0)  # noqa: E731
+            say("warm-up: 100 connections")
+            _clients(client, ip, [100], 0)
+            rows: list[dict[str, Any]] = []
+            say(f"untraced: {connections} sequential connections")
+            rows.append({"run": "untraced", **seq()})
+            say(f"traced (bpf+conntrack, port {ECHO_PORT}): {connections} sequential connections")
+            rows.append({"run": "traced", **_traced(scope, seq)})
+            say(f"untraced again: {connections} sequential connections")
+            rows.append({"run": "untraced (after)", **seq()})
+            baseline = (rows[0]["rate"] + rows[2]["rate"]) / 2
+            traced_rate = rows[1]["rate"]
+            # Leave each paced client headroom: it must sustain its share while traced.
+            clients = max(1, min(MAX_CLIENTS, math.ceil(rate / (0.6 * traced_rate))))
+            paced_n = max(connections, 2 * rate)
+            say(f"paced, traced: {paced_n} connections at {rate}/s from {clients} client processes")
+            rows.append({"run": f"paced {rate}/s traced", **_traced(
+                scope, lambda: _clients(client, ip, _split(paced_n, clients), rate / clients))})
+        finally:
+            runtime.down(name)
+    finally:
+        os.unlink(topo)
+    paced = rows[3]
+    return {"connections": connections, "rate_target": rate, "rows": rows,
+            "baseline_rate": baseline, "traced_rate": traced_rate,
+            "overhead_pct": 100.0 * (baseline - traced_rate) / baseline,
+            "noise_pct": 100.0 * abs(rows[0]["rate"] - rows[2]["rate"]) / baseline,
+            "paced_rate": paced["rate"], "paced_lost": paced["lost"],
+            "paced_events": paced["events"], "paced_clients": clients}
