@@ -43,7 +43,7 @@ def load_and_plan(files: list[str], name: str | None = None,
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM during `up` rolls back just like Ctrl-C does."""
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -78,7 +78,7 @@ def up_planned(lab: Lab, state: DesiredState, progress: Progress | None = None) 
     record.summary = summarize(state)
     record.save()
     started = time.perf_counter()
-    with _sigterm_as_interrupt():
+    with sigterm_as_interrupt():
         try:
             Applier(record, progress or (lambda *a: None)).apply(state)
         except BaseException:

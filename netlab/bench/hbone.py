@@ -16,7 +16,6 @@ import os
 import socket
 import ssl
 import statistics
-import subprocess
 import tempfile
 import threading
 import time

@@ -12,8 +12,7 @@ import os
 import signal
 import time
 import traceback
-from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable
 
 from netlab import runtime
 from netlab.errors import NetlabError
@@ -28,18 +27,6 @@ Progress = Callable[[str], None]
 def instance_name(index: int) -> str:
     """Short (netns names carry it) and unique per process and variant."""
     return f"ms{os.getpid() % 100000}v{index}"
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def teardown(name: str) -> None:
@@ -59,7 +46,7 @@ def run_variant(lab: Lab, variant_name: str, index: int, keep: bool = False,
     started = time.perf_counter()
     evidence: dict = {}
     error = None
-    with _sigterm_as_interrupt():
+    with runtime.sigterm_as_interrupt():
         try:
             evidence = lab.scenario(variant, name, progress)
         except NetlabError as e:
