@@ -95,8 +95,10 @@ def create(name: str) -> None:
     os.close(fd)
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
-        unshare(CLONE_NEWNET)
+        # unshare inside the try: a Ctrl-C right after it must still bring the thread home
+        # (setns to the namespace we are already in is harmless).
         try:
+            unshare(CLONE_NEWNET)
             mount("/proc/thread-self/ns/net", target, None, MS_BIND)
         finally:
             setns(home)
@@ -133,8 +135,10 @@ def entered(name: str) -> Iterator[None]:
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     target = os.open(path(name), os.O_RDONLY)
     try:
-        setns(target)
+        # setns inside the try: a signal arriving right after it must not strand the
+        # thread in the lab's namespace (going home when we never left is harmless).
         try:
+            setns(target)
             yield
         finally:
             setns(home)
