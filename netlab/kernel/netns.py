@@ -147,6 +147,34 @@ def entered(name: str) -> Iterator[None]:
         os.close(home)
 
 
+class KeptOpen:
+    """Namespaces held open for repeated entry by one long-lived process.
+
+    ztunnel makes a socket inside a pod's netns for every proxied connection; opening
+    /run/netns/<pod> and the thread's own namespace each time costs four syscalls per
+    socket. The kept fds pin the namespaces, so only a process that ends with the lab
+    (ztunnel) should use this; short-lived callers use `entered`.
+    """
+
+    def __init__(self) -> None:
+        self._fds: dict[str, int] = {}
+        self._home = threading.local()
+
+    @contextmanager
+    def entered(self, name: str) -> Iterator[None]:
+        home = getattr(self._home, "fd", None)
+        if home is None:
+            home = self._home.fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        target = self._fds.get(name)
+        if target is None:
+            target = self._fds[name] = os.open(path(name), os.O_RDONLY)
+        try:
+            setns(target)
+            yield
+        finally:
+            setns(home)
+
+
 def pids_in(names: list[str]) -> dict[int, str]:
     """Processes whose network namespace is one of `names` (what `ip netns pids` does)."""
     wanted: dict[tuple[int, int], str] = {}

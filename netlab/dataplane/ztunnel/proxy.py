@@ -23,6 +23,7 @@ from netlab.dataplane.ztunnel.relay import CountingReader, CountingWriter, pipe
 log = logging.getLogger("ztunnel")
 OUTBOUND, INBOUND_PLAIN, INBOUND_HBONE = 15001, 15006, 15008
 OWN_PORTS = (OUTBOUND, INBOUND_PLAIN, INBOUND_HBONE)
+CONNECT_TIMEOUT = 10.0
 
 
 def _addr(a: Any) -> str:
@@ -137,7 +138,8 @@ class PodProxy:
         self.tel.opened(rec)
         sock = sockets.outbound_socket(self.pod.netns)
         try:
-            await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, target), 10)
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await asyncio.get_running_loop().sock_connect(sock, target)
             up_r, up_w = await asyncio.open_connection(sock=sock)
         except (OSError, asyncio.TimeoutError) as e:
             sock.close()
@@ -152,7 +154,8 @@ class PodProxy:
     async def _connect_app(self, client_ip: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         sock = sockets.spoofed_socket(self.pod.netns, client_ip)
         try:
-            await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (self.pod.ip, port)), 10)
+            async with asyncio.timeout(CONNECT_TIMEOUT):  # not wait_for: no extra Task per connection
+                await asyncio.get_running_loop().sock_connect(sock, (self.pod.ip, port))
             return await asyncio.open_connection(sock=sock)
         except BaseException:
             sock.close()

@@ -17,12 +17,18 @@ IP_TRANSPARENT = 19
 IP_FREEBIND = 15
 SO_ORIGINAL_DST = 80
 ZTUNNEL_MARK = 0x539
+_pod_netns = nsmod.KeptOpen()  # this process lives exactly as long as the lab
 
 
 def listener(netns: str, port: int, transparent: bool, backlog: int = 512) -> socket.socket:
-    """A marked listener on 0.0.0.0:port inside `netns` (IP_TRANSPARENT for TPROXY mode)."""
+    """A marked listener on 0.0.0.0:port inside `netns` (IP_TRANSPARENT for TPROXY mode).
+
+    proto must be IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted sockets only
+    when `sock.proto == IPPROTO_TCP`, and without it Nagle holds HBONE's second small
+    frame for the peer's 40 ms delayed ACK.
+    """
     with nsmod.entered(netns):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.setsockopt(socket.SOL_SOCKET, SO_MARK, ZTUNNEL_MARK)
@@ -50,8 +56,8 @@ def original_dst(sock: socket.socket) -> tuple[str, int]:
 
 def outbound_socket(netns: str) -> socket.socket:
     """An unconnected, marked socket in the source pod's netns (no spoofing: pod IP as source)."""
-    with nsmod.entered(netns):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    with _pod_netns.entered(netns):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     s.setsockopt(socket.SOL_SOCKET, SO_MARK, ZTUNNEL_MARK)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     s.setblocking(False)
@@ -64,8 +70,8 @@ def spoofed_socket(netns: str, client_ip: str) -> socket.socket:
     IP_TRANSPARENT + IP_FREEBIND let us bind an address the pod does not own; the
     in-pod connmark rules and the table-100 local route bring the app's replies back.
     """
-    with nsmod.entered(netns):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    with _pod_netns.entered(netns):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         s.setsockopt(socket.SOL_SOCKET, SO_MARK, ZTUNNEL_MARK)
         s.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
