@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from netlab.errors import TopologyError
-from netlab.model import Deployment, Lab, Namespace, Resource, Service, ServiceAccount
+from netlab.model import (BYPASS_INBOUND_ANNOTATION, Deployment, Lab, Namespace, Resource, Service,
+                          ServiceAccount)
 from netlab.topology.documents import Document, index, join
 from netlab.topology.fields import suggest
 from netlab.topology.header import LabHeader
@@ -117,6 +118,11 @@ def _check_deployment(dep: Deployment, doc: Document, header: LabHeader,
                         f"add a document 'apiVersion: v1, kind: ServiceAccount, metadata: "
                         f"{{name: {dep.service_account}, namespace: {dep.namespace}}}', or use one of: "
                         f"{', '.join(in_ns)}")
+    if header.istio_version == "1.23" and dep.annotations.get(BYPASS_INBOUND_ANNOTATION) == "true":
+        # Istio's 1.23 golden files have no bypass case, so there are no verified rules to install.
+        raise doc.error(join("spec.template.metadata.annotations", BYPASS_INBOUND_ANNOTATION),
+                        f"{BYPASS_INBOUND_ANNOTATION} is only modelled for Istio 1.24+ (REDIRECT mode)",
+                        "remove the annotation, or set spec.istio.version: \"1.24+\" in the Lab document")
     node_names = [n.name for n in header.nodes]
     if dep.node_name and dep.node_name not in node_names:
         raise doc.error(join(pod, "nodeName"),

@@ -432,3 +432,17 @@ def test_schema_rejects_bad_lab_docs(mutate) -> None:
     (doc,) = _lab_docs(BOOKINFO)
     mutate(doc)
     assert list(validator.iter_errors(doc))
+
+
+def test_bypass_inbound_annotation_needs_istio_1_24(tmp_path: Path) -> None:
+    """1.23 has no verified bypass rules: refuse at load time, pointing at the annotation."""
+    annotated = ECHO.replace("metadata: {labels: {app: echo}}",
+                             "metadata:\n      labels: {app: echo}\n"
+                             "      annotations: {ambient.istio.io/bypass-inbound-capture: \"true\"}")
+    lab_123 = LAB.replace("spec:\n", 'spec:\n  istio: {version: "1.23"}\n', 1)
+    e = error_of([write(tmp_path, lab_123, annotated)])
+    assert e.path == 'spec.template.metadata.annotations["ambient.istio.io/bypass-inbound-capture"]'
+    assert "1.24+" in e.problem and "1.24+" in (e.fix or "")
+    assert e.line is not None
+    # The same pod under 1.24+ loads.
+    assert load([str(write(tmp_path, LAB, annotated, name="ok.yaml"))]).deployments[0].annotations
