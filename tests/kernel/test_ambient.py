@@ -121,17 +121,19 @@ class Capture:
         return found
 
 
-def _captured(lab: dict[str, Any], client: str, tmp_path: Path) -> tuple[bytes, set[int], str]:
+def _captured(lab: dict[str, Any], client: str, tmp_path: Path,
+              server: str = "bookinfo/ratings-0", port: int = 9080) -> tuple[bytes, set[int], str]:
     marker = f"netlab-marker-{uuid.uuid4().hex}"
     node = lab["nodes"][lab["pods"][client]["node"]]
     cap = Capture(node["netns"], tmp_path / "cap.pcap")
     try:
-        res = curl(lab, client, f"http://{lab['pods']['bookinfo/ratings-0']['ip']}:9080/",
+        res = curl(lab, client, f"http://{lab['pods'][server]['ip']}:{port}/",
                    "-H", f"X-Marker: {marker}")
     finally:
         data = cap.stop()
     assert res.returncode == 0, res.stderr
     assert marker in res.stdout  # the echo app did receive it
+    assert json.loads(res.stdout)["peer"].split(":")[0] == lab["pods"][client]["ip"]
     return data, cap.ports(), marker
 
 
@@ -147,6 +149,32 @@ def test_out_of_mesh_client_is_plaintext(lab: dict[str, Any], tmp_path: Path) ->
     data, ports, marker = _captured(lab, "outside/sleep-0", tmp_path)
     assert marker.encode() in data
     assert 9080 in ports and 15008 not in ports, ports
+
+
+def test_mesh_client_to_out_of_mesh_server_is_passthrough(lab: dict[str, Any], tmp_path: Path) -> None:
+    """§3: the destination speaks no HBONE, so ztunnel's 15001 passes the bytes through in clear."""
+    data, ports, marker = _captured(lab, "bookinfo/sleep-0", tmp_path, server="outside/echo-0", port=8080)
+    assert marker.encode() in data
+    assert 8080 in ports and 15008 not in ports, ports
+    # ...and it did go through ztunnel: the server sees a connection from another socket
+    # (ztunnel's, made in the client pod) than the one curl opened. Without the redirect
+    # the two source ports would be the same.
+    res = curl(lab, "bookinfo/sleep-0", f"http://{lab['pods']['outside/echo-0']['ip']}:8080/",
+               "-w", "\n%{local_port}")
+    assert res.returncode == 0, res.stderr
+    body, curl_port = res.stdout.rsplit("\n", 1)
+    peer_ip, peer_port = json.loads(body)["peer"].rsplit(":", 1)
+    assert peer_ip == lab["pods"]["bookinfo/sleep-0"]["ip"]
+    assert int(peer_port) != int(curl_port)
+
+
+def test_out_of_mesh_pair_keeps_its_own_connection(lab: dict[str, Any]) -> None:
+    """Control for the port check above: outside → outside is not proxied, same port both ends."""
+    res = curl(lab, "outside/sleep-0", f"http://{lab['pods']['outside/echo-0']['ip']}:8080/",
+               "-w", "\n%{local_port}")
+    assert res.returncode == 0, res.stderr
+    body, curl_port = res.stdout.rsplit("\n", 1)
+    assert int(json.loads(body)["peer"].rsplit(":", 1)[1]) == int(curl_port)
 
 
 def iptables_save(netns: str) -> str:
@@ -182,6 +210,81 @@ def test_metrics_report_both_sides(lab: dict[str, Any]) -> None:
     assert 'connection_security_policy="mutual_tls"' in res.stdout
     logs = run_cli("logs", lab["name"], "ztunnel", check=True).stdout
     assert '"direction":"inbound"' in logs and '"direction":"outbound"' in logs
+
+
+PROMETHEUS = Path("/usr/bin/prometheus")
+
+
+def _prometheus_query(netns: str, web: str, query: str) -> list[dict[str, Any]]:
+    res = subprocess.run(["nsenter", f"--net=/run/netns/{netns}", "curl", "-sS", "-m", "3", "-G",
+                          f"http://{web}/api/v1/query", "--data-urlencode", f"query={query}"],
+                         capture_output=True, text=True, timeout=15)
+    if res.returncode != 0:
+        return []
+    return json.loads(res.stdout)["data"]["result"]
+
+
+@pytest.mark.skipif(not PROMETHEUS.exists(), reason=f"{PROMETHEUS} absent: apt-get install prometheus")
+def test_real_prometheus_scrapes_every_ztunnel(lab: dict[str, Any], tmp_path: Path) -> None:
+    """Debian's Prometheus, in the fabric netns, scrapes 15020 on both nodes: one series per case.
+
+    The three cases of §8: HBONE (both reporters, mutual_tls), plaintext from an
+    out-of-mesh client (destination, unknown) and passthrough to an out-of-mesh server
+    (source, unknown).
+    """
+    p = lab["pods"]
+    echo(lab, "bookinfo/sleep-0", f"http://{p['bookinfo/ratings-0']['ip']}:9080/")
+    echo(lab, "outside/sleep-0", f"http://{p['bookinfo/ratings-0']['ip']}:9080/")
+    echo(lab, "bookinfo/sleep-0", f"http://{p['outside/echo-0']['ip']}:8080/")
+    fabric = f"nl-{lab['name']}-fabric"
+    targets = sorted(f"{n['ip']}:15020" for n in lab["nodes"].values())
+    web = "172.18.0.1:19090"  # the fabric bridge's address (the lab CA listens there too)
+    cfg = tmp_path / "prometheus.yml"
+    cfg.write_text("global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+                   "scrape_configs:\n  - job_name: ztunnel\n"
+                   f"    static_configs: [{{targets: {json.dumps(targets)}}}]\n")
+    proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{fabric}", str(PROMETHEUS), f"--config.file={cfg}",
+                             f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address={web}",
+                             "--log.level=warn"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
+            up = _prometheus_query(fabric, web, 'up{job="ztunnel"} == 1')
+            opened = _prometheus_query(fabric, web, "istio_tcp_connections_opened_total")
+            if len(up) == len(targets) and {r["metric"]["instance"] for r in opened} == set(targets):
+                break
+            assert time.monotonic() < deadline, f"prometheus never scraped both ztunnels: up={up}"
+            time.sleep(0.5)
+        series = [r["metric"] for r in opened]
+        assert all(m["app"] == "ztunnel" and m["request_protocol"] == "tcp" for m in series)
+
+        def one(**want: str) -> dict[str, str]:
+            hits = [m for m in series if all(m.get(k) == v for k, v in want.items())]
+            assert hits, f"no series with {want}; have {series}"
+            return hits[0]
+
+        td = "spiffe://cluster.local/ns/bookinfo/sa"
+        one(reporter="source", connection_security_policy="mutual_tls", source_workload="sleep",
+            destination_workload="ratings", source_principal=f"{td}/sleep",
+            destination_principal=f"{td}/bookinfo-ratings")
+        one(reporter="destination", connection_security_policy="mutual_tls", source_workload="sleep",
+            destination_service="ratings.bookinfo.svc.cluster.local", source_principal=f"{td}/sleep")
+        one(reporter="destination", connection_security_policy="unknown", source_workload_namespace="outside",
+            destination_workload="ratings", source_principal="unknown")
+        one(reporter="source", connection_security_policy="unknown", destination_workload="echo",
+            destination_workload_namespace="outside", destination_principal="unknown")
+        for metric in ("istio_tcp_connections_closed_total", "istio_tcp_sent_bytes_total",
+                       "istio_tcp_received_bytes_total"):
+            got = _prometheus_query(fabric, web, f'{metric}{{connection_security_policy="mutual_tls"}} > 0')
+            assert got, f"{metric}: no mutual_tls series above 0"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 STRICT = """

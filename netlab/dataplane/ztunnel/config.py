@@ -97,6 +97,16 @@ class ZtunnelConfig:
         key = f"{w.namespace}/{w.name}"
         return [s for s in self.services if any(e.pod == key for e in s.endpoints)]
 
+    def inbound_service(self, w: WorkloadInfo, port: int) -> ServiceEntry | None:
+        """The Service an inbound connection is counted under, as ztunnel guesses it.
+
+        ztunnel's `guess_inbound_service`: the first Service of the destination workload
+        whose (resolved) target port is the port connected to; None if there is none.
+        """
+        key = f"{w.namespace}/{w.name}"
+        return next((s for s in self.services
+                     if any(e.pod == key and e.port == port for e in s.endpoints)), None)
+
     @staticmethod
     def pick(svc: ServiceEntry) -> Endpoint | None:
         """ztunnel load-balances a VIP itself, before kube-proxy sees it: one random endpoint."""

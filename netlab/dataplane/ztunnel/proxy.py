@@ -71,6 +71,10 @@ class PodProxy:
         ident = Identity.parse(src_identity)
         return self.certs.client_context(ident.namespace, ident.service_account)
 
+    def _inbound_service(self, port: int) -> str | None:
+        svc = self.cfg.inbound_service(self.pod, port)
+        return svc.hostname if svc else None
+
     def _wl(self, w: WorkloadInfo | None) -> Any:
         return hooks.workload(w, self.td)
 
@@ -171,7 +175,8 @@ class PodProxy:
                            dst=self._wl(self.pod), src_addr=_addr(peer),
                            dst_addr=f"{self.pod.ip}:{INBOUND_HBONE}", hbone_addr=authority,
                            src_identity=peer_identity, dst_identity=self.identity,
-                           security="mutual_tls", direction="inbound")
+                           security="mutual_tls", direction="inbound",
+                           dst_service=self._inbound_service(target[1]))
         self.tel.opened(rec)
         decision = self.policy.authorize(hooks.connection(src_ip, peer_identity, target[0], target[1], self.pod))
         if not decision.allowed:
@@ -195,7 +200,8 @@ class PodProxy:
         rec = hooks.record(reporter="destination", src=self._wl(self.cfg.workload_by_ip(client[0])),
                            dst=self._wl(self.pod), src_addr=_addr(client), dst_addr=_addr(dst),
                            hbone_addr=None, src_identity=None, dst_identity=self.identity,
-                           security="unknown", direction="inbound")
+                           security="unknown", direction="inbound",
+                           dst_service=self._inbound_service(dst[1]))
         self.tel.opened(rec)
         mode = self.policy.peer_auth_mode(self.pod.namespace, self.pod.labels, dst[1])
         if mode == "STRICT":
