@@ -1,0 +1,147 @@
+"""ztunnel's inbound side of HBONE: TLS handshake, peer identity, CONNECT → upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from typing import Awaitable, Callable, Union
+
+from h2.errors import ErrorCodes
+
+from netlab.dataplane import identity as ident
+from netlab.dataplane.hbone.conn import H2Conn
+from netlab.dataplane.hbone.stream import HboneStream, relay
+from netlab.dataplane.hbone.wire import maybe_await, parse_authority
+from netlab.dataplane.tlsutil import MeshContext, require_alpn
+
+log = logging.getLogger("netlab.dataplane.hbone")
+
+Upstream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+Handler = Callable[[str, dict[str, str], str, tuple[str, int]], Awaitable[Union[int, Upstream]]]
+CtxProvider = Callable[[], Union[ssl.SSLContext, Awaitable[ssl.SSLContext]]]
+
+
+class HboneServer:
+    """ztunnel's inbound port 15008: answers CONNECT streams through `handler`.
+
+    `ssl_ctx_provider()` is called per accepted connection (so a rotated cert is
+    picked up by the next handshake). The handler gets (authority, extra headers,
+    peer SPIFFE identity, peer address) and returns a status (400/401/503) or an
+    upstream (reader, writer) that is already connected; only then is 200 sent.
+    """
+
+    def __init__(self, ssl_ctx_provider: CtxProvider, handler: Handler, *,
+                 trust_domain: str | None = None, max_streams: int = 100,
+                 handshake_timeout: float = 10.0) -> None:
+        self._ctx_provider = ssl_ctx_provider
+        self._handler = handler
+        self._trust_domain = trust_domain
+        self._max_streams = max_streams
+        self._handshake_timeout = handshake_timeout
+        self._server: asyncio.Server | None = None
+        self._conns: set[H2Conn] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.accepted = 0  # TLS connections that passed the handshake and identity checks
+        self.rejected = 0  # connections refused during TLS or identity checks
+
+    async def start(self, sock: socket.socket) -> None:
+        """Serve on an already bound, listening socket (ztunnel makes it inside the pod netns)."""
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._new_conn, sock=sock)
+
+    async def serve(self, sock: socket.socket) -> None:
+        """Serve until `close()` or cancellation."""
+        await self.start(sock)
+        assert self._server is not None
+        try:
+            await self._server.serve_forever()
+        except asyncio.CancelledError:
+            pass
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for c in list(self._conns):
+            c.close()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _new_conn(self) -> H2Conn:
+        return H2Conn(client_side=False, max_streams=self._max_streams,
+                       on_request=lambda s: self._spawn(self._stream(s)),
+                       on_made=lambda c: self._spawn(self._handshake(c)))
+
+    async def _handshake(self, conn: H2Conn) -> None:
+        loop = asyncio.get_running_loop()
+        raw = conn.transport
+        assert raw is not None
+        try:
+            ctx = await maybe_await(self._ctx_provider())
+            td = self._trust_domain or (ident.Identity.parse(ctx.identity).trust_domain
+                                        if isinstance(ctx, MeshContext) and ctx.identity else None)
+            if td is None:
+                raise ident.IdentityError("HboneServer needs trust_domain= or a MeshContext")
+            tls = await loop.start_tls(raw, conn, ctx, server_side=True,
+                                       ssl_handshake_timeout=self._handshake_timeout)
+            assert tls is not None
+            sslobj = tls.get_extra_info("ssl_object")
+            require_alpn(sslobj)
+            peer = ident.verify_client_trust_domain(sslobj, td)
+        except (OSError, ssl.SSLError, ident.IdentityError, asyncio.TimeoutError, ConnectionError) as e:
+            self.rejected += 1
+            log.info("HBONE handshake from %s refused: %s", conn.peer_address, e)
+            raw.abort()  # type: ignore[attr-defined]
+            return
+        self.accepted += 1
+        self._conns.add(conn)
+        conn.start(tls, str(peer))
+        await conn.closed.wait()
+        self._conns.discard(conn)
+
+    async def _stream(self, stream: HboneStream) -> None:
+        method = stream.headers.get(":method")
+        target = parse_authority(stream.headers.get(":authority"))
+        if method != "CONNECT" or target is None:
+            self._respond(stream, 400)
+            return
+        extra = {k: v for k, v in stream.headers.items() if not k.startswith(":")}
+        try:
+            result = await self._handler(stream.headers[":authority"], extra,
+                                         stream.peer_identity, stream.peer_address)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any handler failure is "no upstream"
+            log.info("HBONE upstream for %s failed: %s", stream.headers.get(":authority"), e)
+            result = 503
+        if isinstance(result, int):
+            self._respond(stream, result)
+            return
+        reader, writer = result
+        if stream._error is not None:  # client went away while we connected
+            writer.close()
+            return
+        self._respond(stream, 200, end=False)
+        await relay(stream, reader, writer)
+
+    @staticmethod
+    def _respond(stream: HboneStream, status: int, end: bool = True) -> None:
+        if stream._error is not None:
+            return
+        stream._conn.h2.send_headers(stream.stream_id, [(":status", str(status))], end_stream=end)
+        stream._conn.flush()
+        if end:
+            stream._local_ended = True
+            if not stream._eof:  # the client may still be sending; we will not read it
+                stream.reset(ErrorCodes.NO_ERROR)
+            stream._maybe_done()
