@@ -26,6 +26,13 @@ INJECTION_LABEL = "istio-injection"
 WAYPOINT_LABEL = "istio.io/use-waypoint"
 BYPASS_INBOUND_ANNOTATION = "ambient.istio.io/bypass-inbound-capture"
 
+# Service addresses the planner keeps for itself, as offsets into serviceCIDR: .1 is the
+# customary API-server address, .10 the cluster DNS (kube-dns' customary address).
+API_SERVER_OFFSET = 1
+CLUSTER_DNS_OFFSET = 10
+RESERVED_SERVICE_OFFSETS = {API_SERVER_OFFSET: "the Kubernetes API server address",
+                            CLUSTER_DNS_OFFSET: "the cluster DNS address"}
+
 
 @dataclass(frozen=True)
 class Source:

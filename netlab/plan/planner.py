@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 
 from netlab.errors import TopologyError
-from netlab.model import Deployment, Lab, Service
+from netlab.model import API_SERVER_OFFSET, CLUSTER_DNS_OFFSET, RESERVED_SERVICE_OFFSETS, Deployment, Lab, Service
 from netlab.plan import naming
 from netlab.topology.placement import eligible_nodes
 from netlab.plan.kubeproxy import render_kube_proxy
@@ -150,10 +150,13 @@ def _target_port(lab: Lab, pod: PodInfo, target: int | str) -> int | None:
 
 def _plan_services(lab: Lab, state: DesiredState) -> None:
     cidr = ipaddress.ip_network(lab.service_cidr)
-    dns_ip = str(cidr.network_address + 10)  # kube-dns' customary address
+    dns_ip = str(cidr.network_address + CLUSTER_DNS_OFFSET)
     state.dns_ip = dns_ip
-    taken = {dns_ip, str(cidr.network_address + 1)} | {s.cluster_ip for s in lab.services if s.cluster_ip}
-    candidates = (str(cidr.network_address + i) for i in range(11, cidr.num_addresses - 1))
+    taken = {str(cidr.network_address + off) for off in RESERVED_SERVICE_OFFSETS}
+    taken |= {s.cluster_ip for s in lab.services if s.cluster_ip}
+    # In order after the reserved addresses, so a lab's VIPs are the same at every up.
+    first = max(API_SERVER_OFFSET, CLUSTER_DNS_OFFSET) + 1
+    candidates = (str(cidr.network_address + i) for i in range(first, cidr.num_addresses - 1))
     for svc in lab.services:
         vip = svc.cluster_ip
         if not vip:

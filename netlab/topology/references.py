@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from netlab.errors import TopologyError
-from netlab.model import (BYPASS_INBOUND_ANNOTATION, Deployment, Lab, Namespace, Resource, Service,
-                          ServiceAccount)
+from netlab.model import (BYPASS_INBOUND_ANNOTATION, RESERVED_SERVICE_OFFSETS, Deployment, Lab, Namespace,
+                          Resource, Service, ServiceAccount)
 from netlab.topology.documents import Document, index, join
 from netlab.topology.fields import suggest
 from netlab.topology.header import LabHeader
@@ -24,10 +24,6 @@ from netlab.topology.placement import nodes_for
 # root namespace, where mesh-wide PeerAuthentication and AuthorizationPolicy live.
 IMPLICIT_NAMESPACES = (DEFAULT_NAMESPACE, "istio-system")
 DEFAULT_SERVICE_ACCOUNT = "default"
-
-# Service addresses the planner keeps for itself, as offsets into serviceCIDR: .1 is the
-# customary API-server address, .10 the cluster DNS (kube-dns' customary address).
-RESERVED_SERVICE_OFFSETS = {1: "the Kubernetes API server address", 10: "the cluster DNS address"}
 
 Parsed = Union[Namespace, ServiceAccount, Deployment, Service, Resource]
 
