@@ -48,6 +48,7 @@ CA_PATH = "/v1/certificate"
 ISTIOD_SA = ("istio-system", "istiod")
 CA_ALPN = "http/1.1"
 MAX_BODY = 64 * 1024
+FETCH_TIMEOUT = 10.0  # seconds for one certificate request, connect to answer
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -283,6 +284,12 @@ class CertClient:
         return cert
 
     async def _post(self, body: bytes) -> tuple[int, bytes]:
+        # Bounded: CertManager runs only a couple of fetch workers, so one request hung on
+        # a stuck CA would otherwise stall every certificate (and every new HBONE tunnel).
+        async with asyncio.timeout(FETCH_TIMEOUT):
+            return await self._post_once(body)
+
+    async def _post_once(self, body: bytes) -> tuple[int, bytes]:
         reader, writer = await asyncio.open_connection(self.host, self.port, ssl=self.ssl)
         try:
             verify_server_identity(writer.get_extra_info("ssl_object"),
