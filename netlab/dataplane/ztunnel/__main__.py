@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import asyncio
 import logging
 import signal
 import sys
-from typing import Callable
 
 from netlab.dataplane.ztunnel import certs, hooks
 from netlab.dataplane.ztunnel.config import ZtunnelConfig
@@ -50,22 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     logging.basicConfig(level=a.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(run(ZtunnelConfig.load(a.config)))
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop when installed: it halves the per-connection cost of the event loop.
-
-    The stdlib loop still works (same code, same behaviour), only slower.
-    """
-    if os.environ.get("NETLAB_EVENT_LOOP") == "asyncio":
-        return None
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
+    asyncio.run(run(ZtunnelConfig.load(a.config)))
 
 
 if __name__ == "__main__":
