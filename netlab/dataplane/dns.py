@@ -84,7 +84,7 @@ class Zone:
         try:
             query = dns.message.from_wire(wire)
         except dns.exception.DNSException as e:
-            return _formerr(wire), {"rcode": "FORMERR", "error": str(e)}
+            return formerr(wire), {"rcode": "FORMERR", "error": str(e)}
         resp = dns.message.make_response(query)
         info: dict[str, Any] = {}
         if query.opcode() != dns.opcode.QUERY:
@@ -126,7 +126,7 @@ class Zone:
             f"ns.dns.{self.domain}. hostmaster.{self.domain}. 1 7200 1800 86400 {self.ttl}"))
 
 
-def _formerr(wire: bytes) -> bytes:
+def formerr(wire: bytes) -> bytes:
     """A bare FORMERR echoing the query id; nothing at all if there is no header."""
     if len(wire) < 12:
         return b""

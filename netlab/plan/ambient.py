@@ -5,8 +5,9 @@ files. Real ambient splits this across istio-cni (in-pod rules, host-probe SNAT)
 istiod (CA, xDS) and one ztunnel DaemonSet pod per node; the lab model stands in for
 xDS, so the whole "control plane" is the JSON config each ztunnel is started with.
 
-DNS capture is off (`dns_capture=False`): netlab's ztunnel has no DNS proxy on 15053,
-and rules that redirect DNS to a port nobody serves would break name resolution.
+DNS capture is on, as in Istio's default rules: the pod's DNS goes to ztunnel's DNS
+proxy on 15053, which forwards what it does not answer to the pod's resolver (the
+`dns.upstream` of the ztunnel config).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from netlab.model import AMBIENT_LABEL, BYPASS_INBOUND_ANNOTATION, Lab
 from netlab.plan import naming
+from netlab.plan.planner import DNS_DOMAIN
 from netlab.plan.istio_rules import (ambient_policy_routing, hostprobe_ipset,
                                      render_ambient_hostprobe, render_ambient_inpod)
 from netlab.plan.state import DesiredState, PodInfo, ProcessSpec, ReadyCheck, RulesetSpec
@@ -53,7 +55,7 @@ def plan_ambient(lab: Lab, state: DesiredState, options: Any) -> None:
     for pod in pods:
         bypass = pod.annotations.get(BYPASS_INBOUND_ANNOTATION) == "true"
         state.rulesets.append(RulesetSpec(
-            pod.netns, render_ambient_inpod(lab.istio_version, bypass_inbound=bypass, dns_capture=False),
+            pod.netns, render_ambient_inpod(lab.istio_version, bypass_inbound=bypass, dns_capture=True),
             owner="istio-ambient"))
         # fwmark 0x111/0xfff -> table 100 with `local 0.0.0.0/0 dev lo`, as istio-cni
         # installs it: replies to ztunnel's spoofed connections are delivered locally.
@@ -122,6 +124,7 @@ def ztunnel_config(lab: Lab, state: DesiredState, node: str, ca_dir: str, workdi
                        "endpoints": [{"pod": e.pod, "ip": e.ip, "port": e.port} for e in sp.endpoints]}
                       for sp in s.ports],
         } for s in state.services],
+        "dns": {"upstream": f"{state.dns_ip}:53", "domain": DNS_DOMAIN},
         "policies": [{"kind": r.kind, "namespace": r.namespace, "name": r.name, "spec": r.spec,
                       "labels": dict(r.labels)} for r in lab.resources if r.kind in POLICY_KINDS],
     }

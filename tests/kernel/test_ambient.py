@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import re
 import signal
 import subprocess
 import time
@@ -18,6 +20,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from netlab.dataplane.ztunnel.dns_proxy import DNS_PROXY_PORT
 from netlab.plan import iptables_text as it
 from netlab.plan.istio_rules import render_ambient_inpod
 from tests.conftest import REPO, run_cli
@@ -188,12 +191,12 @@ def iptables_save(netns: str) -> str:
 def test_inpod_rules_equal_rendered_golden(lab: dict[str, Any], pod: str) -> None:
     """(c) what the kernel holds in each ambient pod equals the rendering (and the golden)."""
     live = it.parse(iptables_save(lab["pods"][pod]["netns"]))
-    expected = it.parse(render_ambient_inpod(lab["version"], dns_capture=False))
+    expected = it.parse(render_ambient_inpod(lab["version"], dns_capture=True))
     assert live == expected, it.diff(expected, live, ("rendered", "live"))
-    golden = GOLDEN / "ambient-inpod-1.28" / "dns_pod_disabled_and_on_globally.golden"
-    if lab["version"] == "1.24+" and golden.exists():
-        g = it.parse_all(golden.read_text())[0]
-        assert live == g, it.diff(g, live, ("golden", "live"))
+    # Istio's default rules for the version: DNS capture on (UDP :53 -> 15053; TCP too in 1.24+).
+    golden = GOLDEN / ("ambient-inpod-1.23" if lab["version"] == "1.23" else "ambient-inpod-1.28") / "default.golden"
+    g = it.parse_all(golden.read_text())[0]
+    assert live == g, it.diff(g, live, ("golden", "live"))
 
 
 def test_out_of_mesh_pod_has_no_istio_chains(lab: dict[str, Any]) -> None:
@@ -323,3 +326,203 @@ def test_strict_refuses_plaintext_but_not_hbone(up_lab: Callable[..., str], tmp_
     assert refused.returncode != 0 and '"peer"' not in refused.stdout, refused
     got = echo(lab, "bookinfo/sleep-0", f"http://{ip}:9080/")
     assert got["server"] == "ratings-0"
+
+
+# --- DNS capture: ztunnel's DNS proxy on 15053 ------------------------------------------
+# Evidence comes from the kernel (conntrack in the pod netns: which socket answered) and
+# from the cluster DNS process's own query log (which names reached it), never from ztunnel.
+
+CLUSTER_DNS = "10.96.0.10"
+CT_FIELDS = re.compile(r"(src|dst|sport|dport|zone)=(\S+)")
+
+
+def dns_log(lab: dict[str, Any]) -> Path:
+    return Path(f"/run/netlab/{lab['name']}/logs/dns.log")
+
+
+def dns_queries_after(lab: dict[str, Any], offset: int) -> list[dict[str, Any]]:
+    """The cluster DNS's log records of queries written after byte `offset`."""
+    with dns_log(lab).open("rb") as f:
+        f.seek(offset)
+        lines = f.read().decode().splitlines()
+    return [r for r in map(json.loads, filter(None, lines)) if "qname" in r]
+
+
+def conntrack(netns: str, proto: str = "udp") -> list[dict[str, Any]]:
+    """Conntrack entries of a netns as {orig: (src, dst, sport, dport), reply: ..., zone}."""
+    res = subprocess.run(["nsenter", f"--net=/run/netns/{netns}", "conntrack", "-L", "-p", proto],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    entries = []
+    for line in res.stdout.splitlines():
+        f = CT_FIELDS.findall(line)
+        tuples = [tuple(v for _, v in f[i:i + 4]) for i in (0, 4)]
+        zone = next((v for k, v in f[8:] if k == "zone"), None)
+        entries.append({"orig": tuples[0], "reply": tuples[1], "zone": zone})
+    return entries
+
+
+def dig(lab: dict[str, Any], pod: str, name: str, *opts: str) -> tuple[subprocess.CompletedProcess, int]:
+    """dig from a fixed source port, so its conntrack entry can be found afterwards."""
+    port = random.randint(20000, 30000)
+    res = run_cli("exec", lab["name"], pod, "--", "dig", "-b", f"0.0.0.0#{port}", "+tries=1",
+                  "+time=4", *opts, name, "A", timeout=30)
+    assert res.returncode == 0, res.stderr
+    return res, port
+
+
+def dig_answer(res: subprocess.CompletedProcess) -> tuple[str, list[str]]:
+    """(status, A addresses) from dig's full output."""
+    status = re.search(r"status: (\w+)", res.stdout)
+    assert status, res.stdout
+    return status.group(1), re.findall(r"^[^;\s]\S*\s+\d+\s+IN\s+A\s+(\S+)$", res.stdout, re.M)
+
+
+def query_entry(netns: str, port: int, proto: str = "udp") -> dict[str, Any]:
+    """The conntrack entry of the app's query from `port` to the cluster DNS."""
+    hits = [e for e in conntrack(netns, proto) if e["orig"][1:] == (CLUSTER_DNS, str(port), "53")]
+    assert len(hits) == 1, (port, conntrack(netns, proto))
+    return hits[0]
+
+
+def _svc_fqdn(name: str) -> str:
+    return f"{name}.bookinfo.svc.cluster.local."
+
+
+@pytest.mark.parametrize("url", ["http://ratings:9080/", "http://ratings.bookinfo.svc.cluster.local:9080/"])
+def test_service_names_resolve_in_ztunnel_with_dns_capture(lab: dict[str, Any], url: str) -> None:
+    """(a) curl by short name and FQDN works from an ambient pod, and (b) its lookups were
+    redirected to 15053 (new conntrack replies from 127.0.0.1:15053) while the cluster DNS
+    saw no query for the Service at all: ztunnel answered them."""
+    pod = lab["pods"]["bookinfo/sleep-0"]
+    before = {e["orig"] for e in conntrack(pod["netns"])}
+    offset = dns_log(lab).stat().st_size
+    got = echo(lab, "bookinfo/sleep-0", url)
+    assert got["peer"].split(":")[0] == pod["ip"], got
+    new = [e for e in conntrack(pod["netns"]) if e["orig"] not in before
+           and e["orig"][1] == CLUSTER_DNS and e["orig"][3] == "53"]
+    assert new, conntrack(pod["netns"])
+    assert all(e["reply"][0] == "127.0.0.1" and e["reply"][2] == str(DNS_PROXY_PORT) for e in new), new
+    asked = [q for q in dns_queries_after(lab, offset) if "ratings" in q["qname"]]
+    assert asked == [], asked
+
+
+def test_dig_answer_comes_from_cluster_dns_address_but_ztunnel_socket(lab: dict[str, Any]) -> None:
+    """(b) dig sees the reply come from 10.96.0.10:53, conntrack shows the REDIRECT to 15053,
+    and the cluster DNS never logged the name."""
+    pod = lab["pods"]["bookinfo/sleep-0"]
+    offset = dns_log(lab).stat().st_size
+    res, port = dig(lab, "bookinfo/sleep-0", "ratings.bookinfo.svc.cluster.local")
+    assert f"SERVER: {CLUSTER_DNS}#53" in res.stdout, res.stdout
+    status, addrs = dig_answer(res)
+    svc_vip = service_vip(lab, "ratings")
+    assert (status, addrs) == ("NOERROR", [svc_vip]), res.stdout
+    e = query_entry(pod["netns"], port)
+    assert e["reply"] == ("127.0.0.1", pod["ip"], str(DNS_PROXY_PORT), str(port)), e
+    assert not [q for q in dns_queries_after(lab, offset) if q["qname"] == _svc_fqdn("ratings")]
+
+
+def test_tcp_dns_capture_follows_the_version(lab: dict[str, Any]) -> None:
+    """1.24+ redirects TCP :53 to 15053 too; 1.23 has no TCP DNS rule, so TCP :53 is
+    ordinary outbound TCP (15001, passthrough) and the cluster DNS answers it."""
+    pod = lab["pods"]["bookinfo/sleep-0"]
+    offset = dns_log(lab).stat().st_size
+    res, port = dig(lab, "bookinfo/sleep-0", "ratings.bookinfo.svc.cluster.local", "+tcp")
+    assert dig_answer(res) == ("NOERROR", [service_vip(lab, "ratings")]), res.stdout
+    e = query_entry(pod["netns"], port, "tcp")
+    logged = [q for q in dns_queries_after(lab, offset) if q["qname"] == _svc_fqdn("ratings")]
+    if lab["version"] == "1.23":
+        # Not a DNS redirect: the catch-all outbound TCP rule takes it to 15001, and
+        # ztunnel passes it through to the cluster DNS from its own socket in the pod.
+        assert e["reply"][:3] == ("127.0.0.1", pod["ip"], "15001"), e
+        assert [q["proto"] for q in logged] == ["tcp"], logged
+        peer_ip, peer_port = logged[0]["peer"].rsplit(":", 1)
+        assert peer_ip == pod["ip"] and int(peer_port) != port, logged
+    else:
+        assert e["reply"][:3] == ("127.0.0.1", pod["ip"], str(DNS_PROXY_PORT)), e
+        assert logged == [], logged
+
+
+def service_vip(lab: dict[str, Any], name: str) -> str:
+    """The Service VIP as the cluster DNS's own config has it (not ztunnel's)."""
+    records = json.loads(Path(f"/run/netlab/{lab['name']}/dns.json").read_text())["records"]
+    return records[_svc_fqdn(name).rstrip(".")]
+
+
+@pytest.fixture
+def extra_record(lab: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """A name the cluster DNS serves but ztunnel does not know (not a Service): added to the
+    DNS process's config and re-read with SIGHUP; the original config is restored after."""
+    path = Path(f"/run/netlab/{lab['name']}/dns.json")
+    original = path.read_text()
+    pid = next(p["pid"] for p in json.loads(Path(f"/run/netlab/{lab['name']}/state.json").read_text())
+               ["processes"] if p["name"] == "dns")
+    name, ip = "legacy-db.corp.cluster.local", "10.96.200.7"
+    cfg = json.loads(original)
+    cfg["records"][name] = ip
+    try:
+        _reload_dns(lab, path, json.dumps(cfg), pid)
+        yield name, ip
+    finally:
+        _reload_dns(lab, path, original, pid)
+
+
+def _reload_dns(lab: dict[str, Any], path: Path, text: str, pid: int) -> None:
+    offset = dns_log(lab).stat().st_size
+    path.write_text(text)
+    os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + 20  # a wait for the event, not a timing assertion
+    while time.monotonic() < deadline:
+        with dns_log(lab).open("rb") as f:
+            f.seek(offset)
+            if b'"reloaded": true' in f.read():
+                return
+        time.sleep(0.1)
+    raise AssertionError("cluster DNS did not log its reload")
+
+
+def test_unknown_name_is_forwarded_to_cluster_dns(lab: dict[str, Any],
+                                                  extra_record: tuple[str, str]) -> None:
+    """(c) a name ztunnel does not know goes through 15053 to the cluster DNS and resolves;
+    the cluster DNS logs the query, from the pod (1.24+: marked socket in the pod netns,
+    conntrack zone 1) or from ztunnel's node netns (1.23)."""
+    name, ip = extra_record
+    pod = lab["pods"]["bookinfo/sleep-0"]
+    offset = dns_log(lab).stat().st_size
+    res, port = dig(lab, "bookinfo/sleep-0", name)
+    assert dig_answer(res) == ("NOERROR", [ip]), res.stdout
+    e = query_entry(pod["netns"], port)
+    assert e["reply"][:3] == ("127.0.0.1", pod["ip"], str(DNS_PROXY_PORT)), e  # via ztunnel
+    logged = [q for q in dns_queries_after(lab, offset) if q["qname"] == name + "."]
+    assert len(logged) == 1 and logged[0]["rcode"] == "NOERROR", logged
+    peer_ip, peer_port = logged[0]["peer"].rsplit(":", 1)
+    assert int(peer_port) != port  # a new query from ztunnel, not the app's packet
+    if lab["version"] == "1.23":
+        assert peer_ip != pod["ip"], logged
+    else:
+        assert peer_ip == pod["ip"], logged
+        zoned = [c for c in conntrack(pod["netns"]) if c["orig"] == (pod["ip"], CLUSTER_DNS, peer_port, "53")]
+        assert len(zoned) == 1 and zoned[0]["zone"] == "1", zoned
+
+
+def test_nxdomain_from_cluster_dns_passes_through(lab: dict[str, Any]) -> None:
+    """(c) an unknown in-cluster name: ztunnel forwards it and relays the NXDOMAIN."""
+    offset = dns_log(lab).stat().st_size
+    res, _ = dig(lab, "bookinfo/sleep-0", "nosuch.bookinfo.svc.cluster.local")
+    assert dig_answer(res) == ("NXDOMAIN", []), res.stdout
+    logged = [q for q in dns_queries_after(lab, offset) if q["qname"] == _svc_fqdn("nosuch")]
+    assert [q["rcode"] for q in logged] == ["NXDOMAIN"], logged
+
+
+def test_out_of_mesh_pod_resolves_through_cluster_dns_directly(lab: dict[str, Any]) -> None:
+    """(d) outside/sleep-0 has no capture: the cluster DNS logs the query from dig's own
+    socket (pod IP and dig's fixed source port, so nothing relayed it); curl by name works.
+    (No conntrack evidence here: a netns without rules does not track connections.)"""
+    pod = lab["pods"]["outside/sleep-0"]
+    offset = dns_log(lab).stat().st_size
+    res, port = dig(lab, "outside/sleep-0", "ratings.bookinfo.svc.cluster.local")
+    assert dig_answer(res) == ("NOERROR", [service_vip(lab, "ratings")]), res.stdout
+    assert f"SERVER: {CLUSTER_DNS}#53" in res.stdout, res.stdout
+    logged = [q for q in dns_queries_after(lab, offset) if q["qname"] == _svc_fqdn("ratings")]
+    assert [q["peer"] for q in logged] == [f"{pod['ip']}:{port}"], logged
+    assert echo(lab, "outside/sleep-0", "http://ratings.bookinfo:9080/")["server"].startswith("ratings")

@@ -10,10 +10,12 @@ import pytest
 from netlab import topology
 from netlab.plan.ambient import enrolled
 from netlab.plan.istio_rules import render_ambient_hostprobe, render_ambient_inpod
-from netlab.plan.planner import PlanOptions, plan
+from netlab.plan import iptables_text as it
+from netlab.plan.planner import PlanOptions, plan, resolv_conf
 
 REPO = Path(__file__).resolve().parents[2]
 TOPO = REPO / "topologies" / "ambient-bookinfo.yaml"
+GOLDEN = REPO.parent / "shared" / "reference" / "istio"
 
 EXTRA = """
 ---
@@ -65,7 +67,8 @@ def test_enrollment_by_namespace_pod_label_and_opt_out(planned) -> None:
     lab, state = planned
     got = {p.key: enrolled(lab, p) for p in state.pods}
     assert got == {"bookinfo/sleep-0": True, "bookinfo/ratings-0": True, "bookinfo/ratings-1": True,
-                   "outside/sleep-0": False, "optin/solo-0": True, "bookinfo/optout-0": False}
+                   "outside/sleep-0": False, "outside/echo-0": False, "optin/solo-0": True,
+                   "bookinfo/optout-0": False}
 
 
 def test_inpod_rules_and_policy_routing_only_for_enrolled_pods(planned) -> None:
@@ -74,7 +77,7 @@ def test_inpod_rules_and_policy_routing_only_for_enrolled_pods(planned) -> None:
     out = {p.netns for p in state.pods if not enrolled(lab, p)}
     ambient = [r for r in state.rulesets if r.owner == "istio-ambient"]
     assert {r.netns for r in ambient} == in_mesh
-    assert all(r.text == render_ambient_inpod("1.24+", bypass_inbound=False, dns_capture=False)
+    assert all(r.text == render_ambient_inpod("1.24+", bypass_inbound=False, dns_capture=True)
                for r in ambient)
     assert not {r.netns for r in state.rulesets} & out
     rules = {r.netns: r for r in state.ip_rules}
@@ -91,7 +94,7 @@ def test_bypass_inbound_annotation_selects_ingress_rules(tmp_path: Path) -> None
     by_ns = {r.netns: r.text for r in state.rulesets if r.owner == "istio-ambient"}
     ratings = [p for p in state.pods if p.deployment == "ratings"]
     assert ratings and all(by_ns[p.netns] == render_ambient_inpod("1.24+", bypass_inbound=True,
-                                                                  dns_capture=False) for p in ratings)
+                                                                  dns_capture=True) for p in ratings)
 
 
 def test_hostprobe_in_nodes_with_ambient_pods_only(planned) -> None:
@@ -144,5 +147,28 @@ def test_no_processes_when_start_processes_false(tmp_path: Path) -> None:
 def test_version_123_renders_tproxy_rules(tmp_path: Path) -> None:
     _, state = _plan(tmp_path, TOPO.read_text(), version="1.23")
     texts = {r.text for r in state.rulesets if r.owner == "istio-ambient"}
-    assert texts == {render_ambient_inpod("1.23", dns_capture=False)}
+    assert texts == {render_ambient_inpod("1.23", dns_capture=True)}
     assert "TPROXY" in texts.pop()
+
+
+@pytest.mark.parametrize("version,golden", [("1.24+", "ambient-inpod-1.28/default.golden"),
+                                            ("1.23", "ambient-inpod-1.23/default.golden")])
+def test_inpod_rules_are_istio_default_with_dns_capture(tmp_path: Path, version: str,
+                                                        golden: str) -> None:
+    """The planned pod rules are Istio's default ones: DNS redirected to ztunnel's 15053."""
+    _, state = _plan(tmp_path, TOPO.read_text(), version=version)
+    texts = {r.text for r in state.rulesets if r.owner == "istio-ambient"}
+    assert len(texts) == 1
+    want = it.parse_all((GOLDEN / golden).read_text())[0]
+    got = it.parse(texts.pop())
+    assert got == want, it.diff(want, got, ("golden", "planned"))
+    assert "--to-port 15053" in (GOLDEN / golden).read_text()
+
+
+def test_ztunnel_config_names_the_pods_resolver(planned) -> None:
+    """The DNS proxy forwards to what the pods' resolv.conf names (the cluster DNS)."""
+    _, state = planned
+    z1 = next(p for p in state.processes if p.name == "ztunnel/node-1")
+    assert json.loads(z1.config)["dns"] == {"upstream": f"{state.dns_ip}:53",
+                                            "domain": "cluster.local"}
+    assert f"nameserver {state.dns_ip}\n" in resolv_conf("bookinfo", state.dns_ip)

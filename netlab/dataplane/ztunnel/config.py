@@ -68,6 +68,9 @@ class ZtunnelConfig:
     workloads: list[WorkloadInfo]
     services: list[ServiceEntry]
     policies: list[dict[str, Any]] = field(default_factory=list)
+    # The pods' resolver ("ip:port"), where the DNS proxy forwards what it does not answer.
+    dns_upstream: str | None = None
+    cluster_domain: str = "cluster.local"
 
     @classmethod
     def load(cls, path: str) -> "ZtunnelConfig":
@@ -81,7 +84,8 @@ class ZtunnelConfig:
                 for s in raw["services"] for p in s["ports"]]
         return cls(raw["node"], raw["trust_domain"], raw["istio_version"], raw["ca"]["url"],
                    raw["ca"]["dir"], raw["ca"]["root_cert"], raw["workdir"], raw["bootstrap"]["cert"],
-                   raw["bootstrap"]["key"], wls, svcs, list(raw.get("policies", [])))
+                   raw["bootstrap"]["key"], wls, svcs, list(raw.get("policies", [])),
+                   raw.get("dns", {}).get("upstream"), raw.get("dns", {}).get("domain", "cluster.local"))
 
     def local_pods(self) -> list[WorkloadInfo]:
         """The ambient pods this ztunnel serves: in the mesh and on its node."""

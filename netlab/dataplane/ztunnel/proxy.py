@@ -16,7 +16,7 @@ from typing import Any
 
 from netlab.dataplane import hbone
 from netlab.dataplane.identity import CertManager, Identity
-from netlab.dataplane.ztunnel import hooks, sockets
+from netlab.dataplane.ztunnel import dns_proxy, hooks, sockets
 from netlab.dataplane.ztunnel.config import WorkloadInfo, ZtunnelConfig
 from netlab.dataplane.ztunnel.relay import CountingReader, CountingWriter, pipe
 
@@ -49,8 +49,11 @@ class PodProxy:
         self.pool = hbone.HbonePool(self._client_ctx, sock_factory=lambda _dst: sockets.outbound_socket(pod.netns))
         self._servers: list[asyncio.AbstractServer] = []
         self._hbone: hbone.HboneServer | None = None
+        self.dns = dns_proxy.for_pod(pod.netns, pod.namespace, cfg.services, cfg.dns_upstream,
+                                     cfg.cluster_domain, forward_in_pod=not self.tproxy)
 
     async def start(self) -> None:
+        await self.dns.start()  # first, so 15008 being ready (the planner's check) means DNS is too
         mk = lambda port: sockets.listener(self.pod.netns, port, self.tproxy)  # noqa: E731
         out_sock, plain_sock, hbone_sock = mk(OUTBOUND), mk(INBOUND_PLAIN), mk(INBOUND_HBONE)
         self._servers.append(await asyncio.start_server(self._outbound, sock=out_sock))
@@ -61,6 +64,7 @@ class PodProxy:
         await self._hbone.start(hbone_sock)
 
     async def close(self) -> None:
+        await self.dns.close()
         for s in self._servers:
             s.close()
         if self._hbone:

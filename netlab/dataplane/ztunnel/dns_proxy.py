@@ -1,0 +1,282 @@
+"""ztunnel's DNS proxy: 127.0.0.1:15053 (UDP and TCP) inside each ambient pod's netns.
+
+istio-cni's default in-pod rules REDIRECT the app's DNS (UDP :53, and TCP :53 from 1.24)
+to 15053. REDIRECT in nat OUTPUT rewrites the destination to 127.0.0.1, so that is
+where we listen: a reply sent from 127.0.0.1:15053 matches conntrack's reply tuple and
+is un-NATed back to look as if it came from the cluster DNS.
+
+What it answers itself: A queries for the Kubernetes Services in the ztunnel config,
+under every name the pod's resolv.conf search path can turn into one (`NameTable`).
+Everything else goes, byte for byte, to the pod's upstream resolver (the cluster DNS)
+from a socket marked 0x539, so the in-pod rules leave it alone. A malformed query gets
+FORMERR (or nothing, without a header); an upstream that does not answer, SERVFAIL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+from contextlib import nullcontext
+from typing import Any, Iterable
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+from netlab.dataplane.dns import DEFAULT_DOMAIN, DEFAULT_TTL, Zone, formerr, normalize
+from netlab.dataplane.ztunnel import sockets
+from netlab.dataplane.ztunnel.config import ServiceEntry
+
+log = logging.getLogger("ztunnel.dns")
+DNS_PROXY_PORT = 15053
+LISTEN_IP = "127.0.0.1"  # where nat OUTPUT REDIRECT sends the app's queries
+# Shorter than glibc's 5 s per try: the client gets SERVFAIL rather than its own timeout.
+UPSTREAM_TIMEOUT = 2.5
+TCP_IDLE = 30.0
+UDP_PLAIN_MAX = 512
+
+
+class NameTable:
+    """The Service names one pod may ask for, resolved the way its search path would.
+
+    The pod's resolv.conf says `search <ns>.svc.<domain> svc.<domain> <domain>`, so
+    `ratings`, `ratings.bookinfo` and `ratings.bookinfo.svc` all mean
+    `ratings.bookinfo.svc.<domain>`. The stub resolver sends them with a search
+    domain appended (ndots:5), and when the first try misses (e.g.
+    `ratings.outside.bookinfo.svc.<domain>` for `ratings.outside`), answering it here
+    with a CNAME saves the client the NXDOMAIN round trips.
+    """
+
+    def __init__(self, services: Iterable[ServiceEntry], namespace: str,
+                 domain: str = DEFAULT_DOMAIN, ttl: int = DEFAULT_TTL) -> None:
+        records: dict[str, list[str]] = {}
+        for s in services:  # one ServiceEntry per port: one record per Service
+            ips = records.setdefault(f"{s.name}.{s.namespace}.svc.{normalize(domain)}", [])
+            if s.vip not in ips:
+                ips.append(s.vip)
+        self.zone = Zone(records, ttl, domain)
+        d = self.zone.domain
+        self.search = (f"{namespace}.svc.{d}", f"svc.{d}", d)
+
+    def lookup(self, qname: str) -> str | None:
+        """The Service FQDN `qname` stands for from this pod, or None if it is not one."""
+        name = normalize(qname)
+        hit = self._expand(name)
+        if hit is not None:
+            return hit
+        own = "." + self.search[0]
+        if name.endswith(own):  # the stub's first search try for a multi-label name
+            return self._expand(name[:-len(own)])
+        return None
+
+    def _expand(self, name: str) -> str | None:
+        """`name` as an FQDN, else `name` completed by the first search domain that fits."""
+        if name in self.zone.names:
+            return name
+        return next((c for c in (f"{name}.{d}" for d in self.search) if c in self.zone.names), None)
+
+    def respond(self, query: dns.message.Message) -> dns.message.Message | None:
+        """Our own answer to a parsed query, or None when it must go upstream."""
+        if len(query.question) != 1:
+            return None
+        q = query.question[0]
+        if q.rdclass != dns.rdataclass.IN or q.rdtype not in (dns.rdatatype.A, dns.rdatatype.AAAA):
+            return None
+        fqdn = self.lookup(q.name.to_text())
+        if fqdn is None:
+            return None
+        resp = dns.message.make_response(query)
+        resp.flags |= dns.flags.AA | dns.flags.RA
+        target = dns.name.from_text(fqdn)
+        if target != q.name:  # a short or search-expanded form: say which Service it is
+            resp.answer.append(dns.rrset.from_text(q.name, self.zone.ttl, "IN", "CNAME",
+                                                   target.to_text()))
+        if q.rdtype == dns.rdatatype.A:  # AAAA: NOERROR, no data (IPv4-only Services)
+            resp.answer.append(dns.rrset.from_text_list(target, self.zone.ttl, "IN", "A",
+                                                        self.zone.names[fqdn]))
+        return resp
+
+
+def servfail(query: dns.message.Message) -> bytes:
+    resp = dns.message.make_response(query)
+    resp.flags |= dns.flags.RA
+    resp.set_rcode(dns.rcode.SERVFAIL)
+    return resp.to_wire()
+
+
+def _socket(netns: str | None, kind: socket.SocketKind, proto: int) -> socket.socket:
+    """A marked, non-blocking socket made in `netns` (None: ztunnel's own, the node's)."""
+    with sockets._pod_netns.entered(netns) if netns else nullcontext():
+        s = socket.socket(socket.AF_INET, kind, proto)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, sockets.SO_MARK, sockets.ZTUNNEL_MARK)
+        s.setblocking(False)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+class Upstream:
+    """The pod's resolver, asked from a fresh marked socket per query (random source port)."""
+
+    def __init__(self, addr: tuple[str, int] | None, netns: str | None,
+                 timeout: float = UPSTREAM_TIMEOUT) -> None:
+        self.addr, self.netns, self.timeout = addr, netns, timeout
+
+    async def udp(self, wire: bytes) -> bytes | None:
+        if self.addr is None:
+            return None
+        loop = asyncio.get_running_loop()
+        s = _socket(self.netns, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+        try:
+            async with asyncio.timeout(self.timeout):
+                await loop.sock_connect(s, self.addr)  # connected: only the resolver's replies
+                await loop.sock_sendall(s, wire)
+                while True:
+                    reply = await loop.sock_recv(s, 65535)
+                    if reply[:2] == wire[:2]:  # same id; anything else is not our answer
+                        return reply
+        except (OSError, TimeoutError):
+            return None
+        finally:
+            s.close()
+
+    async def tcp(self, wire: bytes) -> bytes | None:
+        if self.addr is None:
+            return None
+        s = _socket(self.netns, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        writer = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                await asyncio.get_running_loop().sock_connect(s, self.addr)
+                reader, writer = await asyncio.open_connection(sock=s)
+                writer.write(struct.pack("!H", len(wire)) + wire)
+                (n,) = struct.unpack("!H", await reader.readexactly(2))
+                return await reader.readexactly(n)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError):
+            return None
+        finally:
+            if writer is not None:
+                writer.close()
+            else:
+                s.close()
+
+
+class DnsProxy:
+    """15053 in one pod: answer known Services, forward the rest."""
+
+    def __init__(self, netns: str, table: NameTable, upstream: Upstream) -> None:
+        self.netns, self.table, self.upstream = netns, table, upstream
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def handle(self, wire: bytes, udp: bool) -> bytes:
+        """The reply to one query message; b"" means send nothing."""
+        try:
+            query = dns.message.from_wire(wire)
+        except dns.exception.DNSException:
+            return formerr(wire)
+        try:
+            resp = self.table.respond(query)
+            if resp is not None:
+                log.debug("answered %s", query.question[0].name)
+                return resp.to_wire(max_size=_max_size(query) if udp else 65535)
+            reply = await (self.upstream.udp(wire) if udp else self.upstream.tcp(wire))
+            return reply if reply is not None else servfail(query)
+        except Exception:  # noqa: BLE001 - one bad query must never take ztunnel down
+            log.exception("dns proxy in %s failed on a query", self.netns)
+            return servfail(query)
+
+    def _spawn(self, coro: Any) -> None:
+        t = asyncio.ensure_future(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        udp = _socket(self.netns, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+        tcp = _socket(self.netns, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        try:
+            udp.bind((LISTEN_IP, DNS_PROXY_PORT))
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            tcp.bind((LISTEN_IP, DNS_PROXY_PORT))
+            tcp.listen(128)
+            self._udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), sock=udp)
+        except BaseException:
+            udp.close()
+            tcp.close()
+            raise
+        self._tcp = await asyncio.start_server(self._on_tcp, sock=tcp)
+
+    async def close(self) -> None:
+        if self._udp is not None:
+            self._udp.close()
+        if self._tcp is not None:
+            self._tcp.close()
+        for t in list(self._tasks):
+            t.cancel()
+
+    async def _answer_udp(self, wire: bytes, peer: tuple[str, int]) -> None:
+        out = await self.handle(wire, udp=True)
+        if out and self._udp is not None and not self._udp.is_closing():
+            self._udp.sendto(out, peer)
+
+    async def _on_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            while True:
+                (n,) = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), TCP_IDLE))
+                out = await self.handle(await reader.readexactly(n), udp=False)
+                if not out:
+                    break
+                writer.write(struct.pack("!H", len(out)) + out)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError):
+            pass
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+            writer.close()
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, proxy: DnsProxy) -> None:
+        self.proxy = proxy
+
+    def datagram_received(self, data: bytes, peer: tuple[str, int]) -> None:
+        self.proxy._spawn(self.proxy._answer_udp(data, peer))  # forwarding waits: no blocking
+
+
+def _max_size(query: dns.message.Message) -> int:
+    return max(query.payload, UDP_PLAIN_MAX) if query.edns >= 0 else UDP_PLAIN_MAX
+
+
+def for_pod(netns: str, namespace: str, services: Iterable[ServiceEntry],
+            upstream: str | None, domain: str, forward_in_pod: bool) -> DnsProxy:
+    """The DNS proxy of one pod.
+
+    `forward_in_pod`: forward from a marked socket in the pod netns (1.24+, whose rules
+    exempt mark 0x539 from the DNS REDIRECT). Istio 1.23's UDP DNS REDIRECT has no mark
+    exemption, so there we forward from ztunnel's own (node) netns instead.
+    """
+    addr = _parse_upstream(upstream)
+    return DnsProxy(netns, NameTable(services, namespace, domain),
+                    Upstream(addr, netns if forward_in_pod else None))
+
+
+def _parse_upstream(upstream: str | None) -> tuple[str, int] | None:
+    if not upstream:
+        return None
+    host, _, port = upstream.rpartition(":") if ":" in upstream else (upstream, "", "53")
+    return host, int(port)
