@@ -16,8 +16,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
-from typing import Any
 
 import click
 from rich.console import Console
@@ -31,8 +29,6 @@ from netlab.observe.events import Event
 from netlab.observe.timeline import Timeline, render_text
 
 COLLECTORS = ("bpf", "conntrack", "nftrace")
-DRAIN_QUIET_S = 0.3  # no new event for this long after the command: the trace is drained
-DRAIN_MAX_S = 2.0  # ... but never wait longer (a busy lab never goes quiet)
 
 
 def _consoles() -> tuple[Console, Console]:
@@ -45,21 +41,6 @@ def lab_scope(lab: str) -> dict[str, int]:
     record = runtime.record_of(lab)
     runtime.ensure_lab_netns(record)
     return {name: nsmod.inode(name) for name in record.netns}
-
-
-def drain(tracer: Any, quiet: float = DRAIN_QUIET_S, limit: float = DRAIN_MAX_S) -> int:
-    """Wait until events stop arriving (perf buffers are polled every 100 ms, conntrack
-    and nftrace are read by threads), bounded by `limit`. Event-driven: each round
-    returns as soon as a new event lands, and ends after `quiet` seconds without one.
-    Returns the number of events seen at the end."""
-    deadline = time.monotonic() + limit
-    seen = len(tracer.events)
-    while time.monotonic() < deadline:
-        budget = min(quiet, deadline - time.monotonic())
-        if not tracer.wait_for(lambda evs, n=seen: len(evs) > n, timeout=budget):
-            break
-        seen = len(tracer.events)
-    return seen
 
 
 def _check_collectors(names: tuple[str, ...]) -> dict[str, str]:
@@ -152,7 +133,7 @@ def _trace(lab: str, pod: str | None, port: int | None, as_json: bool, pcap: str
                                 capture_output=True)
             except FileNotFoundError:
                 raise NetlabError(f"command not found: {command[0]}") from None
-            drain(tracer)
+            tracer.drain()
         else:
             err.print(f"tracing {len(scope)} netns of {lab}"
                       f"{f' (port {port})' if port else ''}; "
@@ -161,7 +142,7 @@ def _trace(lab: str, pod: str | None, port: int | None, as_json: bool, pcap: str
                 threading.Event().wait(duration)  # None: until Ctrl-C
             except KeyboardInterrupt:
                 err.print("stopping")
-            drain(tracer)
+            tracer.drain()
     events, timelines = tracer.events, tracer.timelines()
     counters, skipped = tracer.counters, {**skipped, **tracer.skipped}
     if result is not None:
@@ -267,15 +248,18 @@ def register(main: click.Group) -> None:
                   help="Connections per measurement (sequential for the rate runs).")
     @click.option("--rate", default=2000, show_default=True,
                   help="Target connections/s of the paced run under tracing.")
+    @click.option("--rounds", default=5, show_default=True,
+                  help="Interleaved untraced/traced pairs; the overhead compares medians.")
     @click.option("--json", "as_json", is_flag=True)
-    def bench_trace(connections: int, rate: int, as_json: bool) -> None:
+    def bench_trace(connections: int, rate: int, rounds: int, as_json: bool) -> None:
         """Tracer overhead: connection rate with and without bpf+conntrack; lost events
         of a paced run at RATE connections/s."""
         from netlab.bench.trace import run as run_bench
 
         err, out = _consoles()
         runtime.require_root()
-        result = run_bench(connections, rate, lambda msg: err.print(msg, highlight=False))
+        result = run_bench(connections, rate, lambda msg: err.print(msg, highlight=False),
+                           rounds=rounds)
         if as_json:
             out.print_json(json.dumps(result))
             return
@@ -287,7 +271,12 @@ def register(main: click.Group) -> None:
                       "-" if lost is None else (f"[bold red]{lost}[/]" if lost else "0"))
         out.print(t)
         out.print(f"tracing overhead on connection rate: {result['overhead_pct']:.1f}%  "
-                  f"(paced target {rate}/s with {result['paced_clients']} client processes)")
+                  f"(median traced {result['traced_rate']:.0f}/s vs median untraced "
+                  f"{result['baseline_rate']:.0f}/s over {result['rounds']} rounds; "
+                  f"untraced spread {result['noise_pct']:.1f}%)")
+        out.print(f"paced run: target {rate}/s with {result['paced_clients']} client "
+                  f"processes, achieved {result['paced_rate']:.0f}/s, "
+                  f"lost {result['paced_lost']} events")
         if result["paced_lost"]:
             err.print(f"[bold red]paced run lost {result['paced_lost']} events (target 0)[/]")
 

@@ -1,11 +1,17 @@
-"""Conntrack collector: ctnetlink NEW/UPDATE/DESTROY events from every scoped netns.
+"""Conntrack collector: ctnetlink NEW and DESTROY events from every scoped netns.
 
-Why pyroute2 and not `conntrack -E`: pyroute2's NFCTSocket decodes event messages
-(orig and reply tuples, status, mark, zone, TCP state) correctly on this kernel, and a
-socket opened inside `netns.entered` keeps listening in that namespace without a
-process per namespace. The reply tuple is the point: after REDIRECT/DNAT it names the
-rewritten destination (app->VIP:80 shows a reply from pod:8080), which is how the
-timeline joins a client's tuple to the one the server sees.
+Why a raw netlink socket and a small parser of our own: one NETLINK_NETFILTER socket
+opened inside `netns.entered` keeps listening in that namespace without a process per
+namespace, and reading it costs one recv per batch of messages. Decoding (a few struct
+reads per attribute) is deferred to flush(), which the Tracer calls when its events
+are read, so a busy connection rate costs the reader thread only the recv. The reply
+tuple is the point: after REDIRECT/DNAT it names the rewritten destination
+(app->VIP:80 shows a reply from pod:8080), which is how the timeline joins a client's
+tuple to the one the server sees.
+
+Only the NEW and DESTROY groups are joined: NEW carries both tuples (the NAT join) and
+DESTROY closes the entry; the UPDATE group (every TCP state change of every entry,
+several per connection) is not subscribed, see docs/events.md.
 
 Conntrack only tracks in a netns whose netfilter rules need it (a nat table, a
 conntrack/state match). A netns without such rules yields no events: that is the
@@ -14,20 +20,37 @@ kernel's lazy hook registration, not a collector fault.
 
 from __future__ import annotations
 
+import errno
 import os
-import select
+import socket
+import struct
 import threading
 import time
-from typing import Any
+from collections import deque
+from typing import Any, Iterator
 
 from netlab.kernel import netns as nsmod
 from netlab.observe.collector import Capability, Collector, Scope, Sink
 from netlab.observe.events import Event
 
-# nfnetlink groups NEW=1, UPDATE=2, DESTROY=3 -> bitmask bits 0..2.
-GROUPS = 0b111
+NETLINK_NETFILTER = 12
+# nfnetlink groups NEW=1, UPDATE=2, DESTROY=3 -> bitmask bits 0..2. NEW + DESTROY.
+GROUP_NEW, GROUP_UPDATE, GROUP_DESTROY = 0b001, 0b010, 0b100
+GROUPS = GROUP_NEW | GROUP_DESTROY
+POLL_S = 0.05  # read period of the sockets
+RCVBUF = 8 << 20  # SO_RCVBUFFORCE: a burst of NEW events must not overrun the socket
+SO_RCVBUFFORCE = 33
 NLM_F_CREATE = 0x400
-MSG_DELETE = 2
+MSG_NEW, MSG_DELETE = 0, 2
+NFNL_SUBSYS_CTNETLINK = 1
+NLMSG_ERROR, NLMSG_OVERRUN = 2, 4
+# enum ctattr_type / ctattr_tuple / ctattr_ip / ctattr_l4proto / ctattr_protoinfo
+CTA_TUPLE_ORIG, CTA_TUPLE_REPLY, CTA_STATUS, CTA_PROTOINFO = 1, 2, 3, 4
+CTA_MARK, CTA_ID, CTA_ZONE = 8, 12, 18
+CTA_TUPLE_IP, CTA_TUPLE_PROTO = 1, 2
+CTA_IP_V4_SRC, CTA_IP_V4_DST, CTA_IP_V6_SRC, CTA_IP_V6_DST = 1, 2, 3, 4
+CTA_PROTO_NUM, CTA_PROTO_SRC_PORT, CTA_PROTO_DST_PORT = 1, 2, 3
+CTA_PROTOINFO_TCP, CTA_PROTOINFO_TCP_STATE = 1, 1
 # enum tcp_conntrack (uapi nf_conntrack_tcp.h)
 CT_TCP_STATES = ("NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT",
                  "LAST_ACK", "TIME_WAIT", "CLOSE", "SYN_SENT2")
@@ -37,20 +60,48 @@ CT_STATUS = ("EXPECTED", "SEEN_REPLY", "ASSURED", "CONFIRMED", "SRC_NAT", "DST_N
              "TEMPLATE", "UNTRACKED", "HELPER", "OFFLOAD", "HW_OFFLOAD")
 PROTOS = {6: "tcp", 17: "udp", 1: "icmp"}
 
+_NLMSG = struct.Struct("=IHHII")
+_NLA = struct.Struct("=HH")
+_BE16, _BE32 = struct.Struct(">H"), struct.Struct(">I")
 
-def _tuple(nla: Any) -> dict[str, Any]:
-    if nla is None:
+
+def _attrs(data: bytes, start: int, end: int) -> dict[int, tuple[int, int]]:
+    """Netlink attributes in data[start:end] -> {type: (payload start, payload end)}."""
+    out: dict[int, tuple[int, int]] = {}
+    pos = start
+    while pos + 4 <= end:
+        length, atype = _NLA.unpack_from(data, pos)
+        if length < 4:
+            break
+        out[atype & 0x3FFF] = (pos + 4, pos + length)  # strip NESTED/BYTEORDER bits
+        pos += (length + 3) & ~3
+    return out
+
+
+def _tuple(data: bytes, span: tuple[int, int] | None) -> dict[str, Any]:
+    if span is None:
         return {}
-    ip, proto = nla.get_attr("CTA_TUPLE_IP"), nla.get_attr("CTA_TUPLE_PROTO")
     out: dict[str, Any] = {}
+    top = _attrs(data, *span)
+    ip = top.get(CTA_TUPLE_IP)
     if ip is not None:
-        out["saddr"] = ip.get_attr("CTA_IP_V4_SRC") or ip.get_attr("CTA_IP_V6_SRC")
-        out["daddr"] = ip.get_attr("CTA_IP_V4_DST") or ip.get_attr("CTA_IP_V6_DST")
+        a = _attrs(data, *ip)
+        for key, v4, v6 in (("saddr", CTA_IP_V4_SRC, CTA_IP_V6_SRC),
+                            ("daddr", CTA_IP_V4_DST, CTA_IP_V6_DST)):
+            if v4 in a:
+                out[key] = socket.inet_ntop(socket.AF_INET, data[a[v4][0]:a[v4][0] + 4])
+            elif v6 in a:
+                out[key] = socket.inet_ntop(socket.AF_INET6, data[a[v6][0]:a[v6][0] + 16])
+    proto = top.get(CTA_TUPLE_PROTO)
     if proto is not None:
-        num = proto.get_attr("CTA_PROTO_NUM")
-        out["proto"] = PROTOS.get(num, str(num))
-        out["sport"] = proto.get_attr("CTA_PROTO_SRC_PORT")
-        out["dport"] = proto.get_attr("CTA_PROTO_DST_PORT")
+        p = _attrs(data, *proto)
+        if CTA_PROTO_NUM in p:
+            num = data[p[CTA_PROTO_NUM][0]]
+            out["proto"] = PROTOS.get(num, str(num))
+        if CTA_PROTO_SRC_PORT in p:
+            out["sport"] = _BE16.unpack_from(data, p[CTA_PROTO_SRC_PORT][0])[0]
+        if CTA_PROTO_DST_PORT in p:
+            out["dport"] = _BE16.unpack_from(data, p[CTA_PROTO_DST_PORT][0])[0]
     return out
 
 
@@ -58,32 +109,52 @@ def status_names(bits: int) -> list[str]:
     return [name for i, name in enumerate(CT_STATUS) if bits & (1 << i)]
 
 
-def decode(msg: Any, netns_name: str, inode: int, ts_ns: int) -> Event | None:
+def messages(data: bytes) -> Iterator[tuple[int, int, int, int]]:
+    """(nlmsg type, flags, start, end) for each netlink message in one datagram."""
+    pos = 0
+    while pos + _NLMSG.size <= len(data):
+        length, mtype, flags, _seq, _pid = _NLMSG.unpack_from(data, pos)
+        if length < _NLMSG.size:
+            break
+        yield mtype, flags, pos, min(pos + length, len(data))
+        pos += (length + 3) & ~3
+
+
+def decode(data: bytes, mtype: int, flags: int, start: int, end: int, netns_name: str,
+           inode: int, ts_ns: int) -> Event | None:
     """One ctnetlink message -> Event (None for messages that are not conntrack events)."""
-    mtype = msg["header"]["type"] & 0xFF
-    if mtype == MSG_DELETE:
+    if mtype >> 8 != NFNL_SUBSYS_CTNETLINK:
+        return None
+    if mtype & 0xFF == MSG_DELETE:
         kind = "ct_destroy"
-    elif mtype == 0:
-        kind = "ct_new" if msg["header"]["flags"] & NLM_F_CREATE else "ct_update"
+    elif mtype & 0xFF == MSG_NEW:
+        kind = "ct_new" if flags & NLM_F_CREATE else "ct_update"
     else:
         return None
-    orig = _tuple(msg.get_attr("CTA_TUPLE_ORIG"))
-    reply = _tuple(msg.get_attr("CTA_TUPLE_REPLY"))
-    extra: dict[str, Any] = {"reply": reply, "zone": msg.get_attr("CTA_ZONE") or 0,
-                             "id": msg.get_attr("CTA_ID")}
-    status = msg.get_attr("CTA_STATUS")
+    a = _attrs(data, start + _NLMSG.size + 4, end)  # + struct nfgenmsg
+    orig = _tuple(data, a.get(CTA_TUPLE_ORIG))
+    reply = _tuple(data, a.get(CTA_TUPLE_REPLY))
+
+    def be(attr: int, st: struct.Struct = _BE32) -> int | None:
+        return st.unpack_from(data, a[attr][0])[0] if attr in a else None
+
+    extra: dict[str, Any] = {"reply": reply, "zone": be(CTA_ZONE, _BE16) or 0,
+                             "id": be(CTA_ID)}
+    status = be(CTA_STATUS)
     if status is not None:
         extra["status"] = status_names(status)
-    info = msg.get_attr("CTA_PROTOINFO")
-    tcp = info.get_attr("CTA_PROTOINFO_TCP") if info is not None else None
-    if tcp is not None:
-        st = tcp.get_attr("CTA_PROTOINFO_TCP_STATE")
-        if st is not None:
-            extra["state"] = CT_TCP_STATES[st] if st < len(CT_TCP_STATES) else str(st)
+    info = a.get(CTA_PROTOINFO)
+    if info is not None:
+        tcp = _attrs(data, *info).get(CTA_PROTOINFO_TCP)
+        if tcp is not None:
+            st_span = _attrs(data, *tcp).get(CTA_PROTOINFO_TCP_STATE)
+            if st_span is not None:
+                st = data[st_span[0]]
+                extra["state"] = CT_TCP_STATES[st] if st < len(CT_TCP_STATES) else str(st)
     return Event(ts_ns=ts_ns, source="conntrack", kind=kind, netns_inode=inode,
                  netns=netns_name, proto=orig.get("proto"), saddr=orig.get("saddr"),
                  sport=orig.get("sport"), daddr=orig.get("daddr"), dport=orig.get("dport"),
-                 mark=msg.get_attr("CTA_MARK") or 0, extra=extra)
+                 mark=be(CTA_MARK) or 0, extra=extra)
 
 
 def _matches(ev: Event, scope: Scope) -> bool:
@@ -101,74 +172,125 @@ def _matches(ev: Event, scope: Scope) -> bool:
 class ConntrackCollector(Collector):
     name = "conntrack"
 
-    def __init__(self) -> None:
-        self._socks: list[tuple[Any, str, int]] = []
+    def __init__(self, groups: int = GROUPS) -> None:
+        self.groups = groups
+        self._socks: list[tuple[socket.socket, str, int]] = []
         self._thread: threading.Thread | None = None
-        self._running = False
+        self._stop = threading.Event()
+        self._raw: deque[tuple[bytes, str, int, int]] = deque()
         self._counters = {"events": 0, "lost": 0, "filtered": 0}
+        self._notify: Any = None
+        self._stash: list[Event] = []
 
     def can_run(self) -> Capability:
         if os.geteuid() != 0:
             return Capability(False, "needs root (CAP_NET_ADMIN) to join conntrack groups")
         try:
-            from pyroute2.netlink.nfnetlink.nfctsocket import NFCTSocket  # noqa: F401
-        except ImportError as e:
-            return Capability(False, f"pyroute2 NFCTSocket unavailable: {e}")
-        return Capability(True, "ctnetlink event groups NEW/UPDATE/DESTROY via pyroute2 "
-                          "NFCTSocket, one socket per netns")
+            s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+            s.close()
+        except OSError as e:
+            return Capability(False, f"no NETLINK_NETFILTER socket: {e}")
+        return Capability(True, "ctnetlink event groups NEW/DESTROY on a netlink socket "
+                          "per netns")
 
     def start(self, scope: Scope, sink: Sink) -> None:
-        from pyroute2.netlink.nfnetlink.nfctsocket import NFCTSocket
-
         self._scope, self._sink = scope, sink
-        for name, ino in scope.netns.items():
-            with nsmod.entered(name):
-                sock = NFCTSocket()
-            sock.bind(groups=GROUPS)
-            self._socks.append((sock, name, ino))
-        self._running = True
+        self._notify = getattr(sink, "notify", None)
+        try:
+            for name, ino in scope.netns.items():
+                with nsmod.entered(name):
+                    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW,
+                                         NETLINK_NETFILTER)
+                self._socks.append((sock, name, ino))
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
+                except OSError:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+                sock.bind((0, self.groups))
+                sock.setblocking(False)
+        except BaseException:
+            self.stop()
+            raise
+        self._stop.clear()
         self._thread = threading.Thread(target=self._read, name="netlab-conntrack",
                                         daemon=True)
         self._thread.start()
 
     def _read(self) -> None:
-        by_fd = {s.fileno(): (s, n, i) for s, n, i in self._socks}
-        while self._running:
-            ready, _, _ = select.select(list(by_fd), [], [], 0.1)
-            for fd in ready:
-                self._drain(*by_fd[fd])
+        # A timer, not select(): at thousands of connections/s a wakeup per message
+        # costs more than the messages; the socket buffers hold POLL_S of events.
+        from netlab.observe.bpf import yield_cpu
 
-    def _drain(self, sock: Any, name: str, ino: int) -> None:
-        try:
-            msgs = sock.get()
-        except OSError:
-            # ENOBUFS: the socket overran and the kernel dropped an unknown number of
-            # events. Counted as overruns (each is >= 1 lost event), never ignored.
-            self._counters["overruns"] = self._counters.get("overruns", 0) + 1
-            self._counters["lost"] += 1
-            return
-        now = time.monotonic_ns()  # same clock as bpf_ktime_get_ns()
-        for msg in msgs:
-            if msg["header"].get("error") is not None:
+        yield_cpu()
+        while not self._stop.wait(POLL_S):
+            got = False
+            for sock, name, ino in self._socks:
+                got |= self._recv(sock, name, ino)
+            if got:
+                if self._notify is not None:
+                    self._notify()
+                else:
+                    for ev in self.flush():
+                        self._sink(ev)
+
+    def _recv(self, sock: socket.socket, name: str, ino: int) -> bool:
+        """Read every queued datagram (raw bytes only; decoded in flush())."""
+        got = False
+        while True:
+            try:
+                data = sock.recv(1 << 16)
+            except BlockingIOError:
+                return got
+            except OSError as e:
+                if e.errno != errno.ENOBUFS:
+                    raise
+                # The socket overran and the kernel dropped an unknown number of
+                # events. Counted as overruns (each is >= 1 lost event), never ignored.
+                self._counters["overruns"] = self._counters.get("overruns", 0) + 1
                 self._counters["lost"] += 1
                 continue
-            ev = decode(msg, name, ino, now)
-            if ev is None:
-                continue
-            if not _matches(ev, self._scope):
-                self._counters["filtered"] += 1
-                continue
-            self._counters["events"] += 1
-            self._sink(ev)
+            self._raw.append((data, name, ino, time.monotonic_ns()))  # bpf's clock
+            got = True
+
+    def flush(self) -> list[Event]:
+        out, self._stash = self._stash, []
+        raw = self._raw
+        while raw:
+            try:
+                data, name, ino, now = raw.popleft()
+            except IndexError:
+                break
+            for mtype, flags, start, end in messages(data):
+                if mtype in (NLMSG_ERROR, NLMSG_OVERRUN):
+                    self._counters["lost"] += 1
+                    continue
+                ev = decode(data, mtype, flags, start, end, name, ino, now)
+                if ev is None:
+                    continue
+                if not _matches(ev, self._scope):
+                    self._counters["filtered"] += 1
+                    continue
+                self._counters["events"] += 1
+                out.append(ev)
+        return out
 
     def stop(self) -> dict[str, int]:
-        self._running = False
+        self._stop.set()
         if self._thread:
             self._thread.join(timeout=2)
             self._thread = None
         for sock, name, ino in self._socks:
-            while select.select([sock], [], [], 0)[0]:
-                self._drain(sock, name, ino)
-            sock.close()
+            try:
+                self._recv(sock, name, ino)
+            finally:
+                sock.close()
         self._socks = []
+        # Decode the rest now so the counters are final; a Tracer takes them with its
+        # next flush() (right after stop), a plain sink gets them here.
+        rest = self.flush()
+        if self._notify is None:
+            for ev in rest:
+                self._sink(ev)
+        else:
+            self._stash.extend(rest)
         return dict(self._counters)

@@ -25,6 +25,10 @@ from netlab.observe.events import Event
 from netlab.observe.timeline import Timeline, build_timelines
 
 
+DRAIN_QUIET_S = 0.3  # no new event for this long after the command: the trace is drained
+DRAIN_MAX_S = 2.0  # ... but never wait longer (a busy lab never goes quiet)
+
+
 class TracerError(NetlabError):
     pass
 
@@ -42,6 +46,22 @@ def make_collector(name: str) -> Collector:
     raise TracerError(f"unknown collector {name!r} (known: bpf, conntrack, nftrace)")
 
 
+class _Sink:
+    """What collectors deliver to. Called with one Event, or told by notify() that a
+    collector holds raw records; those are decoded by the collector's flush() when the
+    Tracer's events are read, so decoding stays off the packet path."""
+
+    def __init__(self, tracer: "Tracer") -> None:
+        self._tracer = tracer
+
+    def __call__(self, ev: Event) -> None:
+        self._tracer._add([ev])
+
+    def notify(self) -> None:
+        with self._tracer._cond:
+            self._tracer._cond.notify_all()
+
+
 class Tracer:
     def __init__(self, netns: dict[str, int], port: int | None = None,
                  address: str | None = None,
@@ -57,28 +77,56 @@ class Tracer:
         self._cond = threading.Condition()
         self._running: list[Collector] = []
         self._pcap = None
+        self._sink = _Sink(self)
+        self._flushing: list[Collector] = []  # collectors with a flush() (deferred decode)
 
-    def _sink(self, ev: Event) -> None:
+    def _add(self, evs: list[Event]) -> None:
+        if not evs:
+            return
         with self._cond:
-            self._events.append(ev)
+            self._events.extend(evs)
             self._cond.notify_all()
+
+    def _collect(self) -> None:
+        """Decode what deferred collectors have buffered (also after they stopped)."""
+        for col in list(self._flushing):
+            self._add(col.flush())  # type: ignore[attr-defined]
 
     @property
     def events(self) -> list[Event]:
-        """A time-ordered snapshot (perf buffers are per CPU, so arrival is unordered)."""
+        """A time-ordered snapshot (ring buffers and threads deliver out of order)."""
+        self._collect()
         with self._cond:
             return sorted(self._events, key=lambda e: e.ts_ns)
 
     def wait_for(self, predicate: Callable[[list[Event]], bool], timeout: float = 5.0) -> bool:
         """Block until predicate(events) holds; the condition-based replacement for sleep."""
         deadline = time.monotonic() + timeout
-        with self._cond:
-            while not predicate(self._events):
+        while True:
+            self._collect()
+            with self._cond:
+                if predicate(self._events):
+                    return True
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
                 self._cond.wait(left)
-            return True
+
+    def drain(self, quiet: float = DRAIN_QUIET_S, limit: float = DRAIN_MAX_S) -> int:
+        """Wait until events stop arriving, bounded by `limit`; the number seen at the end.
+
+        The BPF ring and the conntrack sockets are read every 50 ms by threads, nftrace by
+        its own; each round returns as soon as a new event lands and ends after `quiet`
+        seconds without one.
+        """
+        deadline = time.monotonic() + limit
+        seen = len(self.events)
+        while time.monotonic() < deadline:
+            budget = min(quiet, deadline - time.monotonic())
+            if not self.wait_for(lambda evs, n=seen: len(evs) > n, timeout=budget):
+                break
+            seen = len(self.events)
+        return seen
 
     def timelines(self) -> list[Timeline]:
         return build_timelines(self.events)
@@ -95,6 +143,8 @@ class Tracer:
                     continue
                 col.start(self.scope, self._sink)
                 self._running.append(col)
+                if callable(getattr(col, "flush", None)):
+                    self._flushing.append(col)
             if self.pcap_dir is not None:
                 from netlab.observe.pcap import PcapWriter
                 self._pcap = PcapWriter(self.pcap_dir)
@@ -119,6 +169,10 @@ class Tracer:
             except Exception as e:  # noqa: BLE001
                 errors.append(e)
         self._running = []
+        try:
+            self._collect()
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
         if errors:
             raise errors[0]
         return self.counters
