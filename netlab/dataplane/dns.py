@@ -29,7 +29,7 @@ import struct
 import sys
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 import dns.exception
 import dns.flags
@@ -138,6 +138,23 @@ def answer(query_wire: bytes, records: Mapping[str, str | Sequence[str]] | Zone,
     """The response bytes for one query: pure, for tests and for reuse."""
     zone = records if isinstance(records, Zone) else Zone(records, ttl)
     return zone.respond(query_wire)[0]
+
+
+async def serve_tcp_queries(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                            answer: Callable[[bytes], Awaitable[bytes | None]]) -> None:
+    """DNS over TCP (RFC 7766): length-prefixed queries in turn until EOF, idle or no answer."""
+    try:
+        while True:
+            (n,) = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), TCP_IDLE))
+            out = await answer(await reader.readexactly(n))
+            if not out:
+                break
+            writer.write(struct.pack("!H", len(out)) + out)
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError):
+        pass
+    finally:
+        writer.close()
 
 
 @dataclass
@@ -249,20 +266,13 @@ class DnsServer:
             assert task is not None
             conns.add(task)
             peer = writer.get_extra_info("peername")
+            async def answer(query: bytes) -> bytes | None:
+                return self.handle(query, ns, "tcp", peer)
+
             try:
-                while True:
-                    (n,) = struct.unpack("!H", await asyncio.wait_for(
-                        reader.readexactly(2), TCP_IDLE))
-                    out = self.handle(await reader.readexactly(n), ns, "tcp", peer)
-                    if not out:
-                        break
-                    writer.write(struct.pack("!H", len(out)) + out)
-                    await writer.drain()
-            except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError):
-                pass
+                await serve_tcp_queries(reader, writer, answer)
             finally:
                 conns.discard(task)
-                writer.close()
 
         tcp = await asyncio.start_server(on_tcp, sock=tcp_sock)
         return _Binding(udp, tcp, conns)  # type: ignore[arg-type]

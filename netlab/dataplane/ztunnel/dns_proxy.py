@@ -30,7 +30,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from netlab.dataplane.dns import DEFAULT_DOMAIN, DEFAULT_TTL, Zone, formerr, normalize
+from netlab.dataplane.dns import DEFAULT_DOMAIN, DEFAULT_TTL, Zone, formerr, normalize, serve_tcp_queries
 from netlab.dataplane.ztunnel import sockets
 from netlab.dataplane.ztunnel.config import ServiceEntry
 
@@ -39,7 +39,6 @@ DNS_PROXY_PORT = 15053
 LISTEN_IP = "127.0.0.1"  # where nat OUTPUT REDIRECT sends the app's queries
 # Shorter than glibc's 5 s per try: the client gets SERVFAIL rather than its own timeout.
 UPSTREAM_TIMEOUT = 2.5
-TCP_IDLE = 30.0
 UDP_PLAIN_MAX = 512
 
 
@@ -235,19 +234,10 @@ class DnsProxy:
         if task is not None:
             self._tasks.add(task)
         try:
-            while True:
-                (n,) = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), TCP_IDLE))
-                out = await self.handle(await reader.readexactly(n), udp=False)
-                if not out:
-                    break
-                writer.write(struct.pack("!H", len(out)) + out)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError):
-            pass
+            await serve_tcp_queries(reader, writer, lambda query: self.handle(query, udp=False))
         finally:
             if task is not None:
                 self._tasks.discard(task)
-            writer.close()
 
 
 class _Udp(asyncio.DatagramProtocol):
