@@ -274,8 +274,9 @@ def register(main: click.Group) -> None:
                   f"(median traced {result['traced_rate']:.0f}/s vs median untraced "
                   f"{result['baseline_rate']:.0f}/s over {result['rounds']} rounds; "
                   f"untraced spread {result['noise_pct']:.1f}%)")
-        out.print(f"paced run: target {rate}/s with {result['paced_clients']} client "
-                  f"processes, achieved {result['paced_rate']:.0f}/s, "
+        n = result["paced_clients"]
+        out.print(f"paced run: target {rate}/s with {n} client "
+                  f"process{'es' if n != 1 else ''}, achieved {result['paced_rate']:.0f}/s, "
                   f"lost {result['paced_lost']} events")
         if result["paced_lost"]:
             err.print(f"[bold red]paced run lost {result['paced_lost']} events (target 0)[/]")
