@@ -334,6 +334,24 @@ static __always_inline void parse_pkt(struct pkt_t *p, struct skb_hot *v) {
     }
 }
 
+
+// A zeroed event reserved in the ring (hot paths write it in place, unlike new_event's
+// scratch copy), with the fields every kind has; NULL (counted as lost)
+// when the ring is full.
+static __always_inline struct event_t *reserve_event(u32 kind, u32 inum, u8 from) {
+    struct event_t *e = events.ringbuf_reserve(sizeof(struct event_t));
+    if (!e) {
+        stat_inc(STAT_LOST);
+        return NULL;
+    }
+    __builtin_memset(e, 0, sizeof(*e));
+    e->ts = bpf_ktime_get_ns();
+    e->kind = kind;
+    e->netns = inum;
+    e->dev_from = from;
+    return e;
+}
+
 static __always_inline int on_skb(const void *skb, u32 kind, u32 reason, u64 location) {
     struct skb_hot hv;
     if (bpf_probe_read_kernel(&hv, sizeof(hv), (const char *)skb + SKB_HOT_START))
@@ -364,16 +382,9 @@ static __always_inline int on_skb(const void *skb, u32 kind, u32 reason, u64 loc
         stat_inc(STAT_PURGED);
         return 0;
     }
-    struct event_t *e = events.ringbuf_reserve(sizeof(struct event_t));
-    if (!e) {
-        stat_inc(STAT_LOST);
+    struct event_t *e = reserve_event(kind, inum, from);
+    if (!e)
         return 0;
-    }
-    __builtin_memset(e, 0, sizeof(*e));
-    e->ts = bpf_ktime_get_ns();
-    e->kind = kind;
-    e->netns = inum;
-    e->dev_from = from;
     if (from == 1 || from == 2)
         dev_view_fill(e, &d);
     e->reason = reason;
@@ -459,16 +470,9 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
     u32 inum = sk_netns((u64)args->skaddr);
     if (!netns_allowed(inum))
         return 0;
-    struct event_t *e = events.ringbuf_reserve(sizeof(struct event_t));
-    if (!e) {
-        stat_inc(STAT_LOST);
+    struct event_t *e = reserve_event(K_SOCK_STATE, inum, 3);
+    if (!e)
         return 0;
-    }
-    __builtin_memset(e, 0, sizeof(*e));
-    e->ts = bpf_ktime_get_ns();
-    e->kind = K_SOCK_STATE;
-    e->netns = inum;
-    e->dev_from = 3;
     e->proto = PROTO_TCP;
     e->sport = args->sport;
     e->dport = args->dport;
