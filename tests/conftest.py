@@ -31,6 +31,16 @@ def lab_name(request: pytest.FixtureRequest) -> str:
     return f"t{os.getpid() % 1000}x{next(_counter)}"
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:
+    """Stop a helper process a test started: SIGTERM, then SIGKILL if it lingers."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def run_cli(*args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess:
     res = subprocess.run([NETLAB, *args], capture_output=True, text=True, timeout=timeout)
     if check and res.returncode != 0:

@@ -23,7 +23,7 @@ import pytest
 from netlab.dataplane.ztunnel.dns_proxy import DNS_PROXY_PORT
 from netlab.plan import iptables_text as it
 from netlab.plan.istio_rules import render_ambient_inpod
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, stop_process
 
 pytestmark = pytest.mark.kernel
 
@@ -282,12 +282,7 @@ def test_real_prometheus_scrapes_every_ztunnel(lab: dict[str, Any], tmp_path: Pa
             got = _prometheus_query(fabric, web, f'{metric}{{connection_security_policy="mutual_tls"}} > 0')
             assert got, f"{metric}: no mutual_tls series above 0"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=15)
 
 
 STRICT = """

@@ -20,6 +20,7 @@ from typing import Iterator
 import pytest
 
 from netlab.kernel import netns
+from tests.conftest import stop_process
 
 pytestmark = [pytest.mark.kernel,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root for netns")]
@@ -96,12 +97,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         yield Lab(names, proc)
     finally:
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, timeout=5)
         for d in etc_dirs:
             shutil.rmtree(d, ignore_errors=True)
         for name in made:

@@ -19,6 +19,7 @@ import dns.resolver
 import pytest
 
 from netlab.dataplane.dns import Zone, answer
+from tests.conftest import stop_process
 
 RECORDS = {"ratings.bookinfo.svc.cluster.local": "10.96.0.11",
            "Reviews.Bookinfo.svc.cluster.local.": "10.96.0.12",
@@ -150,12 +151,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
         assert srv.line() == {"ready": True}
         yield srv
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=5)
 
 
 def test_server_resolves_over_udp_and_tcp(server: Server) -> None:

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from netlab.dataplane.telemetry import LABELS, ConnRecord, Workload, ZtunnelTelemetry
+from tests.conftest import stop_process
 
 PROMETHEUS = "/usr/bin/prometheus"
 NAMES = {"istio_tcp_connections_opened", "istio_tcp_connections_closed",
@@ -238,9 +239,4 @@ def test_real_prometheus_scrape(served: tuple[ZtunnelTelemetry, int], tmp_path: 
         assert by_reporter["destination"]["connection_security_policy"] == "unknown"
         assert all(float(r["value"][1]) == 1 for r in result)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=15)
