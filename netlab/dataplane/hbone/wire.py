@@ -6,13 +6,16 @@ import ipaddress
 import ssl
 from typing import Awaitable
 
-STREAM_WINDOW = 8 << 20
+# ztunnel's own defaults (HTTP2_STREAM_WINDOW_SIZE, HTTP2_CONNECTION_WINDOW_SIZE,
+# HTTP2_FRAME_SIZE in its config.rs): 4 MiB per stream, 16 MiB per connection, 1 MiB
+# frames. Big frames also keep h2's per-frame Python work small next to the bytes
+# moved. Buffers this size sit above glibc's default mmap threshold, so each one was a
+# fresh mapping plus page faults; ztunnel raises the threshold at start
+# (ztunnel.__main__.tune_malloc).
+STREAM_WINDOW = 4 << 20
 CONN_WINDOW = 16 << 20
-# 64 KiB: big enough that per-frame Python work is small, small enough that every
-# buffer h2 allocates per frame stays under glibc's mmap threshold (128 KiB); above
-# it each frame costs fresh pages and page faults, and throughput falls by ~5x.
-MAX_FRAME = 64 << 10
-RELAY_CHUNK = 64 << 10
+MAX_FRAME = 1 << 20
+RELAY_CHUNK = 256 << 10  # the most one asyncio socket read returns
 DEFAULT_WINDOW = 65535
 
 class HboneError(Exception):

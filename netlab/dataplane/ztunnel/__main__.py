@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import logging
 import signal
 import sys
@@ -41,6 +42,29 @@ async def run(cfg: ZtunnelConfig) -> None:
     await mgr.close()
 
 
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+
+
+def tune_malloc() -> None:
+    """Keep glibc from handing memory back to the kernel for every bulk buffer.
+
+    Why: at bulk rates ztunnel allocates and frees ~256 KiB buffers thousands of times a
+    second (socket reads, TLS output, h2 frames). With glibc's defaults a buffer over
+    128 KiB is a fresh mmap/munmap, and a heap top over 128 KiB free is trimmed with
+    brk; either way every buffer costs page faults. Raising both thresholds measured
+    2.3 → 3.6 Gbit/s through two ztunnels (`netlab bench hbone`), with system time per
+    GB halved. The heap then keeps its peak size, which is what a proxy wants.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        ok = libc.mallopt(M_TRIM_THRESHOLD, 256 << 20) and libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        ok = False
+    if not ok:
+        logging.getLogger("ztunnel").debug("mallopt unavailable; bulk throughput will be lower")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m netlab.dataplane.ztunnel")
     ap.add_argument("--config", required=True)
@@ -48,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     logging.basicConfig(level=a.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tune_malloc()
     asyncio.run(run(ZtunnelConfig.load(a.config)))
 
 
