@@ -18,7 +18,7 @@ from netlab.dataplane import hbone
 from netlab.dataplane.identity import CertManager, Identity
 from netlab.dataplane.ztunnel import dns_proxy, hooks, sockets
 from netlab.dataplane.ztunnel.config import WorkloadInfo, ZtunnelConfig
-from netlab.dataplane.ztunnel.relay import CountingReader, CountingWriter, pipe
+from netlab.dataplane.ztunnel.relay import STREAM_LIMIT, CountingReader, CountingWriter, pipe
 
 log = logging.getLogger("ztunnel")
 OUTBOUND, INBOUND_PLAIN, INBOUND_HBONE = 15001, 15006, 15008
@@ -56,8 +56,8 @@ class PodProxy:
         await self.dns.start()  # first, so 15008 being ready (the planner's check) means DNS is too
         mk = lambda port: sockets.listener(self.pod.netns, port, self.tproxy)  # noqa: E731
         out_sock, plain_sock, hbone_sock = mk(OUTBOUND), mk(INBOUND_PLAIN), mk(INBOUND_HBONE)
-        self._servers.append(await asyncio.start_server(self._outbound, sock=out_sock))
-        self._servers.append(await asyncio.start_server(self._inbound_plain, sock=plain_sock))
+        self._servers.append(await asyncio.start_server(self._outbound, sock=out_sock, limit=STREAM_LIMIT))
+        self._servers.append(await asyncio.start_server(self._inbound_plain, sock=plain_sock, limit=STREAM_LIMIT))
         self._hbone = hbone.HboneServer(
             lambda: self.certs.server_context(self.pod.namespace, self.pod.service_account),
             self._inbound_hbone, trust_domain=self.td)
@@ -148,7 +148,7 @@ class PodProxy:
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 await asyncio.get_running_loop().sock_connect(sock, target)
-            up_r, up_w = await asyncio.open_connection(sock=sock)
+            up_r, up_w = await asyncio.open_connection(sock=sock, limit=STREAM_LIMIT)
         except (OSError, asyncio.TimeoutError) as e:
             sock.close()
             self.tel.closed(_flags(rec, "CONNECT"), 0, 0, error=str(e) or type(e).__name__)
@@ -164,7 +164,7 @@ class PodProxy:
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):  # not wait_for: no extra Task per connection
                 await asyncio.get_running_loop().sock_connect(sock, (self.pod.ip, port))
-            return await asyncio.open_connection(sock=sock)
+            return await asyncio.open_connection(sock=sock, limit=STREAM_LIMIT)
         except BaseException:
             sock.close()
             raise
