@@ -121,6 +121,15 @@ def _container(doc: Document, c: dict[str, Any], path: str) -> Container:
                      args=string_list(doc, c, path, "args"), ports=_ports(doc, c, path), env=_env(doc, c, path))
 
 
+def port_protocol(doc: Document, p: dict[str, Any], path: str) -> str:
+    """A port's `protocol`: TCP when absent, else one we can build (shared with Service ports)."""
+    protocol = string(doc, p, path, "protocol", default="TCP")
+    if protocol not in PROTOCOLS:
+        raise doc.error(join(path, "protocol"), f"protocol {protocol!r} is not supported",
+                        f"use one of {', '.join(PROTOCOLS)} (upper case)")
+    return protocol  # type: ignore[return-value]
+
+
 def _ports(doc: Document, c: dict[str, Any], path: str) -> list[ContainerPort]:
     ports: list[ContainerPort] = []
     base = join(path, "ports")
@@ -129,10 +138,7 @@ def _ports(doc: Document, c: dict[str, Any], path: str) -> list[ContainerPort]:
         p = mapping(doc, item, here)
         check_fields(doc, p, here, ("containerPort", "name", "protocol"), (), ignored.UNSUPPORTED_CONTAINER_PORT)
         number = integer(doc, p, here, "containerPort", low=1, high=65535, required_example="containerPort: 8080")
-        protocol = string(doc, p, here, "protocol", default="TCP")
-        if protocol not in PROTOCOLS:
-            raise doc.error(join(here, "protocol"), f"protocol {protocol!r} is not supported",
-                            f"use one of {', '.join(PROTOCOLS)} (upper case)")
+        protocol = port_protocol(doc, p, here)
         if any(q.container_port == number and q.protocol == protocol for q in ports):
             raise doc.error(join(here, "containerPort"), f"containerPort {number}/{protocol} is listed twice",
                             "list each port once")

@@ -104,17 +104,21 @@ def required(doc: Document, m: Mapping[str, Any], path: str, key: str, example: 
     return value
 
 
+def _given(doc: Document, m: Mapping[str, Any], path: str, key: str, required_example: str | None) -> Any:
+    """The field's value; None when it is optional and absent (required: absence is an error)."""
+    if required_example is not None:
+        return required(doc, m, path, key, required_example)
+    return m.get(key)
+
+
 def string(doc: Document, m: Mapping[str, Any], path: str, key: str, *, default: str | None = None,
            pattern: re.Pattern[str] | None = None, pattern_help: str = "",
            required_example: str | None = None) -> str | None:
     """A text field; with `required_example`, absence is an error showing that example."""
     here = join(path, key)
-    if required_example is not None:
-        value = required(doc, m, path, key, required_example)
-    else:
-        value = m.get(key)
-        if value is None:
-            return default
+    value = _given(doc, m, path, key, required_example)
+    if value is None:
+        return default
     if not isinstance(value, str):
         raise wrong_type(doc, here, value, "a string")
     if pattern is not None and not pattern.match(value):
@@ -125,12 +129,9 @@ def string(doc: Document, m: Mapping[str, Any], path: str, key: str, *, default:
 def integer(doc: Document, m: Mapping[str, Any], path: str, key: str, *, default: int | None = None,
             low: int = 0, high: int = 2**31 - 1, required_example: str | None = None) -> int | None:
     here = join(path, key)
-    if required_example is not None:
-        value = required(doc, m, path, key, required_example)
-    else:
-        value = m.get(key)
-        if value is None:
-            return default
+    value = _given(doc, m, path, key, required_example)
+    if value is None:
+        return default
     if isinstance(value, bool) or not isinstance(value, int):
         raise wrong_type(doc, here, value, "an integer")
     if not low <= value <= high:

@@ -12,7 +12,7 @@ from typing import Any
 
 from netlab.model import Service, ServicePort
 from netlab.topology import ignored
-from netlab.topology.deployment import PORT_NAME, PORT_NAME_HELP, PROTOCOLS
+from netlab.topology.deployment import PORT_NAME, PORT_NAME_HELP, port_protocol
 from netlab.topology.documents import Document, index, join
 from netlab.topology.fields import (NAME, NAME_HELP, SERVICE_NAME, SERVICE_NAME_HELP, check_fields, integer,
                                     mapping, required, sequence, string, string_map, wrong_type)
@@ -72,10 +72,7 @@ def _ports(doc: Document, spec: dict[str, Any]) -> list[ServicePort]:
         if name and any(q.name == name for q in ports):
             raise doc.error(join(here, "name"), f"port name {name!r} is used twice", "give each port its own name")
         number = integer(doc, p, here, "port", low=1, high=65535, required_example="port: 80")
-        protocol = string(doc, p, here, "protocol", default="TCP")
-        if protocol not in PROTOCOLS:
-            raise doc.error(join(here, "protocol"), f"protocol {protocol!r} is not supported",
-                            f"use one of {', '.join(PROTOCOLS)} (upper case)")
+        protocol = port_protocol(doc, p, here)
         if any(q.port == number and q.protocol == protocol for q in ports):
             raise doc.error(join(here, "port"), f"port {number}/{protocol} is listed twice", "list each port once")
         ports.append(ServicePort(port=number, target_port=_target_port(doc, p, here, number),  # type: ignore[arg-type]

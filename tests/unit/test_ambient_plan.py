@@ -17,38 +17,30 @@ REPO = Path(__file__).resolve().parents[2]
 TOPO = REPO / "topologies" / "ambient-bookinfo.yaml"
 GOLDEN = REPO.parent / "shared" / "reference" / "istio"
 
-EXTRA = """
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: optin}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: solo, namespace: optin}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: solo}}
-  template:
-    metadata:
-      labels: {app: solo, istio.io/dataplane-mode: ambient}
-    spec:
-      nodeName: node-1
-      containers: [{name: solo, image: netlab/sleep}]
+
+def _one_pod_deployment(name: str, namespace: str, dataplane_mode: str, node: str) -> str:
+    """A one-replica Deployment whose pod label sets istio.io/dataplane-mode."""
+    return f"""
 ---
 apiVersion: apps/v1
 kind: Deployment
-metadata: {name: optout, namespace: bookinfo}
+metadata: {{name: {name}, namespace: {namespace}}}
 spec:
   replicas: 1
-  selector: {matchLabels: {app: optout}}
+  selector: {{matchLabels: {{app: {name}}}}}
   template:
     metadata:
-      labels: {app: optout, istio.io/dataplane-mode: none}
+      labels: {{app: {name}, istio.io/dataplane-mode: {dataplane_mode}}}
     spec:
-      nodeName: node-2
-      containers: [{name: optout, image: netlab/sleep}]
+      nodeName: {node}
+      containers: [{{name: {name}, image: netlab/sleep}}]
 """
+
+
+# A pod that opts in inside an unlabelled namespace, and one that opts out of an ambient one.
+EXTRA = ("\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: optin}\n"
+         + _one_pod_deployment("solo", "optin", "ambient", "node-1")
+         + _one_pod_deployment("optout", "bookinfo", "none", "node-2"))
 
 
 def _plan(tmp_path: Path, text: str, version: str = "1.24+", processes: bool = True):
