@@ -7,10 +7,11 @@ not StreamReader/Writer: h2 is event driven, so feeding it straight from
 
 Flow control: received DATA is acknowledged when the *application* reads it, so a
 slow consumer throttles the sender through h2 windows instead of buffering without
-bound. Windows are large (8 MiB per stream, 16 MiB per connection) and frames up to
-256 KiB, so bulk transfers are not limited by round trips or by per-frame work.
+bound. Windows and frames are ztunnel's defaults (4 MiB per stream, 16 MiB per
+connection, 1 MiB frames), so bulk transfers are not limited by round trips or by
+per-frame work. The pool releases connections unused for 5 minutes, as ztunnel does.
 
-Where this differs from ztunnel: no idle-timeout or connection draining in the pool,
+Where this differs from ztunnel: no connection draining in the pool,
 no PROXY-protocol or double-HBONE, and the pool key also includes the destination
 port (always 15008 in a lab; it keeps loopback tests with ephemeral ports apart).
 """
