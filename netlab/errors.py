@@ -33,3 +33,7 @@ class LabNotFound(NetlabError):
 
 class NotBuilt(NetlabError):
     """A feature that is named but not built yet. Said plainly rather than faked."""
+
+
+class BenchError(NetlabError):
+    """A benchmark could not measure (a client or helper process failed); says which and why."""

@@ -4,9 +4,15 @@ Measured in one run, side by side:
 - iperf3 between two ambient pods on different nodes (app → ztunnel → HBONE/mTLS →
   ztunnel → app) and between two out-of-mesh pods (the direct veth + routing path);
 - a bare Python TLS 1.3 stream on loopback (the ceiling a Python proxy can reach here);
+- the same client → server pair through two C TLS relays (socat + OpenSSL) sitting where
+  the ztunnels sit, out of the mesh: what any pair of TLS proxies costs on this machine,
+  so the HBONE figure can be read against a ceiling and not only against one stream;
 - connect-to-first-byte latency and connection rate with a warm HBONE pool, against
   the same on the direct path. Clients are real: iperf3, and a small Python socket
   client run inside the client pod.
+
+Each throughput run also reports the CPU time the whole machine spent per GB moved
+(from /proc/stat), because on a small VM every path here is CPU-bound.
 """
 
 from __future__ import annotations
@@ -24,9 +30,13 @@ from typing import Any, Callable
 import yaml
 
 from netlab import runtime
+from netlab.errors import BenchError
+from netlab.kernel import processes
 from netlab.kernel.processes import run_in
 
 Say = Callable[[str], None]
+C_RELAY_TLS_PORT = 15443
+C_RELAY_PLAIN_PORT = 15101
 
 def topology(name: str, version: str) -> str:
     """Two nodes; the same client/iperf3/echo trio in an ambient and a plain namespace."""
@@ -74,39 +84,112 @@ def _pod(summary: dict[str, Any], ns: str, deployment: str) -> dict[str, Any]:
     return next(p for p in summary["pods"] if p["namespace"] == ns and p["deployment"] == deployment)
 
 
-def _iperf(client_netns: str, server_ip: str, seconds: int) -> float:
-    res = run_in(client_netns, ["iperf3", "-c", server_ip, "-p", "5201", "-t", str(seconds), "-J"],
-                 capture_output=True, text=True, timeout=seconds + 30)
+def _cpu_jiffies() -> tuple[int, int]:
+    """(busy, total) clock ticks over all CPUs since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+
+
+class CpuMeter:
+    """Machine-wide CPU spent between start() and stop(): cores busy and CPU-s per GB."""
+
+    def __enter__(self) -> "CpuMeter":
+        self._t0 = time.perf_counter()
+        self._busy0, self._total0 = _cpu_jiffies()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        busy, total = _cpu_jiffies()
+        self.busy_s = (busy - self._busy0) / os.sysconf("SC_CLK_TCK")
+        self.cores = (os.cpu_count() or 1) * (busy - self._busy0) / max(1, total - self._total0)
+
+    def per_gb(self, gbps: float, seconds: float) -> float:
+        """CPU-seconds per GB at `gbps` sustained for `seconds`."""
+        return self.busy_s / max(1e-9, gbps * seconds / 8)
+
+
+def _iperf(client_netns: str, server_ip: str, seconds: int, port: int = 5201) -> dict[str, float]:
+    with CpuMeter() as cpu:
+        res = run_in(client_netns, ["iperf3", "-c", server_ip, "-p", str(port), "-t", str(seconds), "-J"],
+                     capture_output=True, text=True, timeout=seconds + 30)
     if res.returncode != 0:
-        raise RuntimeError(f"iperf3 failed: {res.stdout[-400:]} {res.stderr[-400:]}")
-    return json.loads(res.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
+        raise BenchError(f"iperf3 failed: {res.stdout[-400:]} {res.stderr[-400:]}")
+    gbps = json.loads(res.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
+    return {"gbps": gbps, "cpu_cores": cpu.cores, "cpu_s_per_gb": cpu.per_gb(gbps, seconds)}
+
+
+def _write_cert(d: str) -> tuple[str, str]:
+    """A lab-issued ECDSA P-256 workload cert and key, as files: (cert, key)."""
+    from netlab.dataplane.ca import LabCA
+    cert = LabCA(os.path.join(d, "ca")).issue_workload("bench", "server")
+    paths = []
+    for name, pem in (("cert.pem", cert.cert_pem), ("key.pem", cert.key_pem)):
+        paths.append(os.path.join(d, name))
+        with open(paths[-1], "wb") as f:
+            f.write(pem if isinstance(pem, bytes) else pem.encode())
+    return paths[0], paths[1]
+
+
+def c_relays(summary: dict[str, Any], seconds: int, workdir: str) -> dict[str, float]:
+    """iperf3 client → socat TLS relay → socat TLS relay → iperf3 server, out of mesh.
+
+    The relays sit where the ztunnels would (in the client pod and in the server pod) and
+    do the same work per byte: plaintext in, TLS 1.3 out, and back. They are C and
+    OpenSSL, so this is about the best any pair of TLS proxies does on this machine.
+    """
+    cert, key = _write_cert(workdir)
+    client, server = _pod(summary, "plain", "client"), _pod(summary, "plain", "iperf")
+    relays = [
+        processes.spawn("bench-relay-in", server["netns"], [
+            "socat", "-b", "262144", f"OPENSSL-LISTEN:{C_RELAY_TLS_PORT},reuseaddr,fork,cert={cert},"
+            f"key={key},verify=0,openssl-min-proto-version=TLS1.3", "TCP:127.0.0.1:5201"],
+            os.path.join(workdir, "relay-in.log")),
+        processes.spawn("bench-relay-out", client["netns"], [
+            "socat", "-b", "262144", f"TCP-LISTEN:{C_RELAY_PLAIN_PORT},bind=127.0.0.1,reuseaddr,fork",
+            f"OPENSSL:{server['ip']}:{C_RELAY_TLS_PORT},verify=0,openssl-min-proto-version=TLS1.3"],
+            os.path.join(workdir, "relay-out.log")),
+    ]
+    try:
+        for rec, netns, port in zip(relays, (server["netns"], client["netns"]),
+                                    (C_RELAY_TLS_PORT, C_RELAY_PLAIN_PORT)):
+            _wait_listening(rec, netns, port)
+        return _iperf(client["netns"], "127.0.0.1", seconds, port=C_RELAY_PLAIN_PORT)
+    finally:
+        processes.stop([r.pid for r in relays])
+
+
+def _wait_listening(rec: Any, netns: str, port: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        res = run_in(netns, ["ss", "-Htln", f"sport = :{port}"], capture_output=True, text=True)
+        if res.stdout.strip():
+            return
+        if not processes.is_ours(rec):
+            break
+        time.sleep(0.05)
+    with open(rec.log) as f:
+        raise BenchError(f"{rec.name} did not start listening on :{port}: {f.read()[-400:]}")
 
 
 def _latency(client_netns: str, ip: str, n: int) -> dict[str, float]:
     res = run_in(client_netns, ["python3", "-c", LATENCY_CLIENT, ip, "7000", str(n)],
                  capture_output=True, text=True, timeout=120)
     if res.returncode != 0:
-        raise RuntimeError(f"latency client failed: {res.stderr[-400:]}")
+        raise BenchError(f"latency client failed: {res.stderr[-400:]}")
     data = json.loads(res.stdout)
     lat = sorted(data["lat"][1:])  # the first connection warms the HBONE pool
     return {"p50_ms": statistics.median(lat) * 1e3, "p99_ms": lat[int(len(lat) * 0.99) - 1] * 1e3,
             "conn_per_s": len(data["lat"]) / data["seconds"]}
 
 
-def bare_tls_gbps(seconds: float) -> float:
+def bare_tls(seconds: float) -> dict[str, float]:
     """One Python TLS 1.3 stream over loopback, the same ECDSA P-256 as workload certs."""
-    from netlab.dataplane.ca import LabCA
     with tempfile.TemporaryDirectory() as d:
-        ca = LabCA(d)
-        cert = ca.issue_workload("bench", "server")
-        paths = {}
-        for k, v in (("cert", cert.cert_pem), ("key", cert.key_pem), ("root", cert.root_pem)):
-            paths[k] = os.path.join(d, k)
-            with open(paths[k], "wb") as f:
-                f.write(v if isinstance(v, bytes) else v.encode())
+        cert, key = _write_cert(d)
         sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         sctx.minimum_version = ssl.TLSVersion.TLSv1_3
-        sctx.load_cert_chain(paths["cert"], paths["key"])
+        sctx.load_cert_chain(cert, key)
         cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         cctx.check_hostname = False
         cctx.verify_mode = ssl.CERT_NONE
@@ -123,7 +206,7 @@ def bare_tls_gbps(seconds: float) -> float:
         t = threading.Thread(target=serve)
         t.start()
         buf = b"\0" * (1 << 18)
-        with cctx.wrap_socket(socket.create_connection(("127.0.0.1", port))) as c:
+        with CpuMeter() as cpu, cctx.wrap_socket(socket.create_connection(("127.0.0.1", port))) as c:
             start = time.perf_counter()
             while time.perf_counter() - start < seconds:
                 c.sendall(buf)
@@ -131,7 +214,8 @@ def bare_tls_gbps(seconds: float) -> float:
             t.join()
             elapsed = time.perf_counter() - start
         lsock.close()
-        return received[0] * 8 / elapsed / 1e9
+        gbps = received[0] * 8 / elapsed / 1e9
+        return {"gbps": gbps, "cpu_cores": cpu.cores, "cpu_s_per_gb": cpu.per_gb(gbps, elapsed)}
 
 
 def run(seconds: int, connections: int, version: str, say: Say) -> dict[str, Any]:
@@ -147,15 +231,21 @@ def run(seconds: int, connections: int, version: str, say: Say) -> dict[str, Any
             for ns in ("plain", "mesh"):
                 client = _pod(summary, ns, "client")["netns"]
                 say(f"iperf3 {ns}: {seconds}s")
-                result[f"{ns}_gbps"] = _iperf(client, _pod(summary, ns, "iperf")["ip"], seconds)
+                result[ns] = _iperf(client, _pod(summary, ns, "iperf")["ip"], seconds)
                 say(f"latency {ns}: {connections} connections")
                 result[f"{ns}_latency"] = _latency(client, _pod(summary, ns, "echo")["ip"], connections)
+            say(f"iperf3 through two socat TLS relays (out of mesh): {seconds}s")
+            with tempfile.TemporaryDirectory() as d:
+                result["c_relays"] = c_relays(summary, seconds, d)
         finally:
             runtime.down(name)
         say(f"bare Python TLS stream on loopback: {seconds}s")
-        result["bare_tls_gbps"] = bare_tls_gbps(seconds)
+        result["bare_tls"] = bare_tls(seconds)
     finally:
         os.unlink(topo)
-    result["hbone_vs_bare_tls"] = result["mesh_gbps"] / result["bare_tls_gbps"]
-    result["hbone_vs_direct"] = result["mesh_gbps"] / result["plain_gbps"]
+    mesh = result["mesh"]["gbps"]
+    result["hbone_vs_bare_tls"] = mesh / result["bare_tls"]["gbps"]
+    result["hbone_vs_direct"] = mesh / result["plain"]["gbps"]
+    result["hbone_vs_c_relays"] = mesh / result["c_relays"]["gbps"]
+    result["c_relays_vs_bare_tls"] = result["c_relays"]["gbps"] / result["bare_tls"]["gbps"]
     return result

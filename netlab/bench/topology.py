@@ -17,6 +17,7 @@ import time
 from typing import Any, Callable
 
 from netlab import runtime
+from netlab.errors import BenchError
 from netlab.model import Container, Deployment, Lab, Namespace, Node
 from netlab.plan.planner import PlanOptions, plan
 
@@ -68,12 +69,12 @@ def time_mininet(hosts: int) -> tuple[float, float]:
     """Mininet's own API, timed around start() and stop(): the same work as
     `mn --switch lxbr --controller none --topo single,N --test none`, split by phase."""
     if not shutil.which("mn"):
-        raise RuntimeError("Mininet is not installed (Debian package `mininet`; `make setup` installs it)")
+        raise BenchError("Mininet is not installed (Debian package `mininet`; `make setup` installs it)")
     res = subprocess.run(["/usr/bin/python3", "-c", MININET_SCRIPT, str(hosts)],
                          capture_output=True, text=True, timeout=600)
     if res.returncode != 0:
         subprocess.run(["mn", "-c"], capture_output=True)  # Mininet's own cleanup of its objects
-        raise RuntimeError(f"mininet failed: {res.stderr[-500:]}")
+        raise BenchError(f"mininet failed: {res.stderr[-500:]}")
     times = json.loads(res.stdout.strip().splitlines()[-1])
     return times["up"], times["down"]
 
