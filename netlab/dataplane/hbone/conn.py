@@ -12,7 +12,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
-from netlab.dataplane.hbone.frames import tune
+from netlab.dataplane.hbone.frames import TunnelH2Connection, tune
 from netlab.dataplane.hbone.stream import HboneStream
 from netlab.dataplane.hbone.wire import CONN_WINDOW, DEFAULT_WINDOW, MAX_FRAME, STREAM_WINDOW
 
@@ -25,7 +25,7 @@ class H2Conn(asyncio.Protocol):
     def __init__(self, client_side: bool, on_request: Callable[[HboneStream], None] | None = None,
                  max_streams: int = 100, on_made: Callable[["H2Conn"], None] | None = None) -> None:
         self.client_side = client_side
-        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
+        self.h2 = TunnelH2Connection(h2.config.H2Configuration(
             client_side=client_side, header_encoding="utf-8"))
         tune(self.h2)
         self.streams: dict[int, HboneStream] = {}
@@ -118,9 +118,10 @@ class H2Conn(asyncio.Protocol):
 
     def flush_now(self) -> None:
         self._flush_pending = False
-        data = self.h2.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)  # type: ignore[attr-defined]
+        chunks = self.h2.chunks_to_send()
+        if chunks and self.transport is not None and not self.transport.is_closing():
+            # One writelines: the TLS transport encrypts the list in one pass, one send().
+            self.transport.writelines(chunks)  # type: ignore[attr-defined]
 
     async def drain(self) -> None:
         if not self._can_write.is_set():
