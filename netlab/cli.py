@@ -212,6 +212,8 @@ def bench_hbone(seconds: int, connections: int, version: str, as_json: bool) -> 
     row("2 socat TLS relays (C)", r["c_relays"])
     row("bare Python TLS, loopback", r["bare_tls"])
     out.print(t)
+    per_zt = ", ".join(f"{node} {v:.2f}" for node, v in sorted(r["mesh"].get("process_cpu_s_per_gb", {}).items()))
+    out.print(f"of which each ztunnel's own CPU-s/GB: {per_zt} (node-1 sends, node-2 receives)")
     out.print("Gbit/s: iperf3 (socket stream for bare TLS); CPU-s/GB: CPU time of the whole machine "
               "per GB moved, and cores busy; p50/p99: connect → first echoed byte, warm pool; "
               "socat relays sit in the client and server pods where the ztunnels would.")

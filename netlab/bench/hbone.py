@@ -31,6 +31,7 @@ import yaml
 
 from netlab import runtime
 from netlab.errors import BenchError
+from netlab.kernel.ownership import LabRecord
 from netlab.kernel import processes
 from netlab.kernel.processes import run_in
 
@@ -109,14 +110,36 @@ class CpuMeter:
         return self.busy_s / max(1e-9, gbps * seconds / 8)
 
 
-def _iperf(client_netns: str, server_ip: str, seconds: int, port: int = 5201) -> dict[str, float]:
+def _process_cpu_s(pid: int) -> float:
+    """utime + stime of one process, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _ztunnels(lab: str) -> dict[str, int]:
+    """node → pid of that node's ztunnel in a running lab."""
+    record = LabRecord.load(lab)
+    procs = record.processes if record else []
+    return {p.name.split("/", 1)[1]: p.pid for p in procs if p.name.startswith("ztunnel/")}
+
+
+def _iperf(client_netns: str, server_ip: str, seconds: int, port: int = 5201,
+           watch: dict[str, int] | None = None) -> dict[str, Any]:
+    """iperf3 for `seconds`; with `watch` (name → pid), each process's CPU-s per GB too."""
+    before = {n: _process_cpu_s(p) for n, p in (watch or {}).items()}
     with CpuMeter() as cpu:
         res = run_in(client_netns, ["iperf3", "-c", server_ip, "-p", str(port), "-t", str(seconds), "-J"],
                      capture_output=True, text=True, timeout=seconds + 30)
     if res.returncode != 0:
         raise BenchError(f"iperf3 failed: {res.stdout[-400:]} {res.stderr[-400:]}")
     gbps = json.loads(res.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
-    return {"gbps": gbps, "cpu_cores": cpu.cores, "cpu_s_per_gb": cpu.per_gb(gbps, seconds)}
+    out: dict[str, Any] = {"gbps": gbps, "cpu_cores": cpu.cores, "cpu_s_per_gb": cpu.per_gb(gbps, seconds)}
+    if watch:
+        gb = gbps * seconds / 8
+        out["process_cpu_s_per_gb"] = {n: (_process_cpu_s(p) - before[n]) / max(1e-9, gb)
+                                       for n, p in watch.items()}
+    return out
 
 
 def _write_cert(d: str) -> tuple[str, str]:
@@ -231,7 +254,8 @@ def run(seconds: int, connections: int, version: str, say: Say) -> dict[str, Any
             for ns in ("plain", "mesh"):
                 client = _pod(summary, ns, "client")["netns"]
                 say(f"iperf3 {ns}: {seconds}s")
-                result[ns] = _iperf(client, _pod(summary, ns, "iperf")["ip"], seconds)
+                result[ns] = _iperf(client, _pod(summary, ns, "iperf")["ip"], seconds,
+                                    watch=_ztunnels(name) if ns == "mesh" else None)
                 say(f"latency {ns}: {connections} connections")
                 result[f"{ns}_latency"] = _latency(client, _pod(summary, ns, "echo")["ip"], connections)
             say(f"iperf3 through two socat TLS relays (out of mesh): {seconds}s")
