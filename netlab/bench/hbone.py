@@ -30,10 +30,12 @@ from typing import Any, Callable
 import yaml
 
 from netlab import runtime
-from netlab.errors import BenchError
-from netlab.kernel.ownership import LabRecord
+from netlab.errors import BenchError, KernelError
 from netlab.kernel import processes
+from netlab.kernel.apply import wait_ready
+from netlab.kernel.ownership import LabRecord
 from netlab.kernel.processes import run_in
+from netlab.plan.state import ReadyCheck
 
 Say = Callable[[str], None]
 C_RELAY_TLS_PORT = 15443
@@ -93,10 +95,9 @@ def _cpu_jiffies() -> tuple[int, int]:
 
 
 class CpuMeter:
-    """Machine-wide CPU spent between start() and stop(): cores busy and CPU-s per GB."""
+    """Machine-wide CPU spent inside the `with` block: cores busy and CPU-s per GB."""
 
     def __enter__(self) -> "CpuMeter":
-        self._t0 = time.perf_counter()
         self._busy0, self._total0 = _cpu_jiffies()
         return self
 
@@ -176,23 +177,13 @@ def c_relays(summary: dict[str, Any], seconds: int, workdir: str) -> dict[str, f
     try:
         for rec, netns, port in zip(relays, (server["netns"], client["netns"]),
                                     (C_RELAY_TLS_PORT, C_RELAY_PLAIN_PORT)):
-            _wait_listening(rec, netns, port)
+            try:
+                wait_ready(ReadyCheck(netns, port), rec.pid, rec.log, timeout=5.0)
+            except KernelError as e:
+                raise BenchError(f"{rec.name} (socat) did not start: {e}") from None
         return _iperf(client["netns"], "127.0.0.1", seconds, port=C_RELAY_PLAIN_PORT)
     finally:
         processes.stop([r.pid for r in relays])
-
-
-def _wait_listening(rec: Any, netns: str, port: int, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        res = run_in(netns, ["ss", "-Htln", f"sport = :{port}"], capture_output=True, text=True)
-        if res.stdout.strip():
-            return
-        if not processes.is_ours(rec):
-            break
-        time.sleep(0.05)
-    with open(rec.log) as f:
-        raise BenchError(f"{rec.name} did not start listening on :{port}: {f.read()[-400:]}")
 
 
 def _latency(client_netns: str, ip: str, n: int) -> dict[str, float]:
