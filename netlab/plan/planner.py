@@ -15,7 +15,8 @@ import json
 from dataclasses import dataclass
 
 from netlab.errors import TopologyError
-from netlab.model import API_SERVER_OFFSET, CLUSTER_DNS_OFFSET, RESERVED_SERVICE_OFFSETS, Deployment, Lab, Service
+from netlab.model import (API_SERVER_OFFSET, CLUSTER_DNS_OFFSET, FABRIC_CIDR, RESERVED_SERVICE_OFFSETS, Deployment,
+                          Lab, Service)
 from netlab.plan import naming
 from netlab.topology.placement import eligible_nodes
 from netlab.plan.kubeproxy import render_kube_proxy
@@ -23,7 +24,6 @@ from netlab.plan.state import (AddressSpec, BridgeSpec, DesiredState, EndpointIn
                                NetnsSpec, NodeInfo, PodInfo, ProcessSpec, ReadyCheck, RouteSpec,
                                RulesetSpec, ServiceInfo, ServicePortInfo, SysctlSpec, VethSpec)
 
-FABRIC_CIDR = ipaddress.ip_network("172.18.0.0/16")
 DNS_DOMAIN = "cluster.local"
 APP_IMAGES = {"netlab/http-echo": "http-echo", "netlab/tcp-echo": "tcp-echo",
               "netlab/reverse-proxy": "reverse-proxy"}
