@@ -30,7 +30,7 @@ from collections import deque
 from typing import Any, Iterator
 
 from netlab.kernel import netns as nsmod
-from netlab.observe.collector import Capability, Collector, Scope, Sink
+from netlab.observe.collector import Capability, Collector, Scope, Sink, yield_cpu
 from netlab.observe.events import Event
 
 NETLINK_NETFILTER = 12
@@ -219,8 +219,6 @@ class ConntrackCollector(Collector):
     def _read(self) -> None:
         # A timer, not select(): at thousands of connections/s a wakeup per message
         # costs more than the messages; the socket buffers hold POLL_S of events.
-        from netlab.observe.bpf import yield_cpu
-
         yield_cpu()
         while not self._stop.wait(POLL_S):
             got = False

@@ -2,7 +2,7 @@
 //
 // Struct member offsets are NOT taken from the kernel headers: the headers on the
 // machine (Debian 6.1) do not match the running kernel (6.18), so sk_buff & co.
-// have a different layout. bpf.py reads the offsets from /sys/kernel/btf/vmlinux
+// have a different layout. offsets.py reads the offsets from /sys/kernel/btf/vmlinux
 // at run time and passes them as -D macros (OFF_*). Every kernel read is an explicit
 // bpf_probe_read_kernel at base + OFF_x, never a C member access, so the bcc
 // rewriter cannot smuggle in a header-derived offset.
@@ -213,7 +213,7 @@ static __always_inline struct event_t *new_event(u32 kind) {
 //
 // Cost matters here, so: one bpf_probe_read_kernel of the sk_buff span that holds
 // every member these hooks use (SKB_BLK_START..SKB_BLK_END, computed from BTF by
-// bpf.py) instead of one read per member; one read of the IPv4 header plus the 20
+// offsets.py) instead of one read per member; one read of the IPv4 header plus the 20
 // bytes after it; the decision (scope, flags) before the event is built; the device
 // name and index read only for an event that is sent.
 
@@ -241,7 +241,7 @@ struct pkt_t {
     u8 has_tuple;
 };
 
-// net_device members ifindex, nd_net and name, read in one go when bpf.py found them
+// net_device members ifindex, nd_net and name, read in one go when offsets.py found them
 // close together (DEV_BLK_START/END defined), else one read each.
 #ifdef DEV_BLK_START
 struct dev_view {
