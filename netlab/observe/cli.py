@@ -45,7 +45,7 @@ def lab_scope(lab: str) -> dict[str, int]:
 
 def _check_collectors(names: tuple[str, ...]) -> dict[str, str]:
     """Why each collector cannot run; raise if none can (an empty trace proves nothing)."""
-    from netlab.observe.tracer import make_collector
+    from netlab.observe.registry import create as make_collector
 
     why: dict[str, str] = {}
     for name in names:

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
+from netlab.observe import registry
 from netlab.observe.collector import Capability
 
 
 def doctor() -> list[tuple[str, Capability]]:
-    from netlab.observe.bpf import BpfCollector
-    from netlab.observe.conntrack import ConntrackCollector
-    from netlab.observe.nftrace import NftraceCollector
+    """Every registered collector, then pcap.
+
+    pcap is listed here rather than in the registry because it is not a collector:
+    it writes files beside a trace (Tracer's pcap_dir) and yields no events."""
     from netlab.observe.pcap import capability as pcap_capability
 
-    out: list[tuple[str, Capability]] = []
-    for col in (BpfCollector(), ConntrackCollector(), NftraceCollector()):
-        try:
-            out.append((col.name, col.can_run()))
-        except Exception as e:  # noqa: BLE001 - doctor must report, never crash
-            out.append((col.name, Capability(False, f"probe failed: {e}")))
-    out.append(("pcap", pcap_capability()))
-    return out
+    return [*registry.probe_all(), ("pcap", pcap_capability())]

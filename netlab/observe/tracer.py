@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Callable, Iterable
 
 from netlab.errors import NetlabError
+from netlab.observe import registry
 from netlab.observe.collector import Collector, Scope
 from netlab.observe.events import Event
 from netlab.observe.timeline import Timeline, build_timelines
@@ -31,19 +32,6 @@ DRAIN_MAX_S = 2.0  # ... but never wait longer (a busy lab never goes quiet)
 
 class TracerError(NetlabError):
     pass
-
-
-def make_collector(name: str) -> Collector:
-    if name == "bpf":
-        from netlab.observe.bpf import BpfCollector
-        return BpfCollector()
-    if name == "conntrack":
-        from netlab.observe.conntrack import ConntrackCollector
-        return ConntrackCollector()
-    if name == "nftrace":
-        from netlab.observe.nftrace import NftraceCollector
-        return NftraceCollector()
-    raise TracerError(f"unknown collector {name!r} (known: bpf, conntrack, nftrace)")
 
 
 class _Sink:
@@ -65,10 +53,11 @@ class _Sink:
 class Tracer:
     def __init__(self, netns: dict[str, int], port: int | None = None,
                  address: str | None = None,
-                 collectors: Iterable[str] = ("bpf", "conntrack", "nftrace"),
+                 collectors: Iterable[str] | None = None,
                  pcap_dir: str | Path | None = None, strict: bool = True) -> None:
         self.scope = Scope(netns=dict(netns), port=port, address=address)
-        self.collector_names = tuple(collectors)
+        # None: every registered collector (registry.py), in its order.
+        self.collector_names = registry.names() if collectors is None else tuple(collectors)
         self.pcap_dir = pcap_dir
         self.strict = strict
         self.counters: dict[str, dict[str, int]] = {}
@@ -78,7 +67,7 @@ class Tracer:
         self._running: list[Collector] = []
         self._pcap = None
         self._sink = _Sink(self)
-        self._flushing: list[Collector] = []  # collectors with a flush() (deferred decode)
+        self._started: list[Collector] = []  # flushed on every read, also after stop()
 
     def _add(self, evs: list[Event]) -> None:
         if not evs:
@@ -88,9 +77,9 @@ class Tracer:
             self._cond.notify_all()
 
     def _collect(self) -> None:
-        """Decode what deferred collectors have buffered (also after they stopped)."""
-        for col in list(self._flushing):
-            self._add(col.flush())  # type: ignore[attr-defined]
+        """Decode what collectors have buffered (also after they stopped)."""
+        for col in list(self._started):
+            self._add(col.flush())
 
     @property
     def events(self) -> list[Event]:
@@ -134,7 +123,10 @@ class Tracer:
     def start(self) -> "Tracer":
         try:
             for name in self.collector_names:
-                col = make_collector(name)
+                try:
+                    col = registry.create(name)
+                except registry.UnknownCollector as e:
+                    raise TracerError(str(e)) from None
                 cap = col.can_run()
                 if not cap.ok:
                     if self.strict:
@@ -143,8 +135,7 @@ class Tracer:
                     continue
                 col.start(self.scope, self._sink)
                 self._running.append(col)
-                if callable(getattr(col, "flush", None)):
-                    self._flushing.append(col)
+                self._started.append(col)
             if self.pcap_dir is not None:
                 from netlab.observe.pcap import PcapWriter
                 self._pcap = PcapWriter(self.pcap_dir)
