@@ -126,6 +126,53 @@ def test_http_echo_answers_400_to_garbage(loop: Loop) -> None:
         assert s.recv(4096).startswith(b"HTTP/1.1 400 ")
 
 
+def test_http_echo_json_has_exactly_the_documented_fields(loop: Loop) -> None:
+    port = echo(loop, "exact")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"PUT /p?q=1 HTTP/1.1\r\nHost: h:1\r\nX-Dup: a\r\nx-dup: b\r\n"
+                  b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                  b"4\r\nbody\r\n0\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        client = "%s:%d" % s.getsockname()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert json.loads(body) == {
+        "method": "PUT", "host": "h:1", "path": "/p?q=1", "peer": client,
+        "local": f"127.0.0.1:{port}", "server": "exact",
+        "headers": {"host": "h:1", "x-dup": "a, b", "transfer-encoding": "chunked",
+                    "connection": "close"}}
+    assert b"\r\nContent-Type: application/json\r\n" in head
+    assert f"\r\nContent-Length: {len(body)}\r\n".encode() in head  # never chunked
+
+
+def test_http_echo_head_has_the_get_headers_and_no_body(loop: Loop) -> None:
+    port = echo(loop)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:  # one connection, so the echoed peer is the same for both requests
+        conn.request("GET", "/same")
+        got = conn.getresponse()
+        get_body = got.read()
+        conn.request("HEAD", "/same")
+        head = conn.getresponse()
+        assert head.read() == b"" and head.status == 200
+    finally:
+        conn.close()
+    assert head.getheader("Content-Type") == got.getheader("Content-Type")
+    # The JSON the GET would get, with "HEAD" in place of "GET": one byte longer.
+    assert int(head.getheader("Content-Length")) == len(get_body) + 1
+
+
+def test_http_echo_answers_expect_100_continue_before_reading_the_body(loop: Loop) -> None:
+    port = echo(loop)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n"
+                  b"Content-Length: 3\r\nConnection: close\r\n\r\n")
+        assert s.recv(4096) == b"HTTP/1.1 100 Continue\r\n\r\n"  # the body is not sent yet
+        s.sendall(b"abc")
+        assert s.recv(4096).startswith(b"HTTP/1.1 200 OK\r\n")
+
+
 def test_tcp_echo_half_close_gets_everything_then_eof(loop: Loop) -> None:
     port = loop.start(lambda: tcp_echo.serve([0], "B|", "127.0.0.1")).port()
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
@@ -190,6 +237,42 @@ def test_reverse_proxy_answers_502_when_upstream_is_dead(loop: Loop) -> None:
     status, _, body = get(proxy, "/")
     assert status == 502
     assert body == b""
+
+
+def test_reverse_proxy_answers_502_when_upstream_closes_without_a_response(
+        loop: Loop) -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    async def start() -> asyncio.Server:
+        return await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    upstream = asyncio.run_coroutine_threadsafe(start(), loop.loop).result(5)
+    try:
+        status, _, body = get(proxied(loop, None, upstream.sockets[0].getsockname()[1]), "/")
+    finally:
+        loop.loop.call_soon_threadsafe(upstream.close)
+    assert (status, body) == (502, b"")
+
+
+def test_reverse_proxy_drops_hop_by_hop_headers_going_up(loop: Loop) -> None:
+    proxy = proxied(loop, None, echo(loop))
+    with socket.create_connection(("127.0.0.1", proxy), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\n"
+                  b"Keep-Alive: 5\r\nTE: trailers\r\nProxy-Authorization: x\r\n"
+                  b"X-Kept: 2\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    seen = json.loads(data.partition(b"\r\n\r\n")[2])["headers"]
+    assert seen == {"host": "h", "x-kept": "2", "x-forwarded-for": "127.0.0.1"}
+
+
+def test_reverse_proxy_answers_400_to_garbage(loop: Loop) -> None:
+    proxy = proxied(loop, None, echo(loop))
+    with socket.create_connection(("127.0.0.1", proxy), timeout=5) as s:
+        s.sendall(b"\x16\x03\x01 not http\r\n\r\n")  # a TLS hello sent to plain HTTP
+        assert s.recv(4096).startswith(b"HTTP/1.1 400 ")
 
 
 def test_reverse_proxy_resolves_the_upstream_name_per_request(loop: Loop) -> None:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 
-from netlab.dataplane.apps import _http
+from netlab.dataplane import http1
 from netlab.dataplane.apps._log import addr, log
 from netlab.dataplane.apps._serve import Handler, Listeners
 
 
-def describe(req: _http.Message, peer: str, local: str, name: str) -> dict[str, object]:
+def describe(req: http1.Request, peer: str, local: str, name: str) -> dict[str, object]:
     headers: dict[str, str] = {}
     for k, v in req.headers:
         k = k.lower()
@@ -27,28 +27,22 @@ def handler(name: str) -> Handler:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = addr(writer.get_extra_info("peername"))
         local = addr(writer.get_extra_info("sockname"))
-        while True:
-            try:
-                req = await _http.read_request(reader, writer)
-            except _http.BadMessage as e:
-                writer.write(_http.encode_response(400, [], b"", keep_alive=False))
-                log(image="http-echo", server=name, peer=peer, local=local, status=400,
-                    error=str(e))
-                break
-            if req is None:
-                break
+
+        async def respond(req: http1.Request) -> http1.Response:
             body = json.dumps(describe(req, peer, local, name)).encode() + b"\n"
-            keep = req.keep_alive()
-            writer.write(_http.encode_response(
-                200, [("Content-Type", "application/json"), ("X-Echo-Peer", peer)], body,
-                keep_alive=keep, version=req.version, head_only=req.method == "HEAD"))
-            await writer.drain()
+            # Logged before the reply leaves, so the line exists once the client has it.
             log(image="http-echo", server=name, peer=peer, local=local, method=req.method,
                 host=req.header("host") or "", path=req.target, status=200,
-                request_bytes=len(req.body))
-            if not keep:
-                break
-        await writer.drain()
+                request_bytes=req.body_size)
+            return http1.Response(200, [("Content-Type", "application/json"),
+                                        ("X-Echo-Peer", peer)], body)
+
+        def bad(e: http1.HttpError) -> None:
+            log(image="http-echo", server=name, peer=peer, local=local, status=e.status,
+                error=str(e))
+
+        # Bodies are counted, never echoed: no need to hold them.
+        await http1.serve(reader, writer, respond, bad, keep_body=False)
     return handle
 
 

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from netlab.dataplane.apps import _http
+from netlab.dataplane import http1
 from netlab.dataplane.apps._log import addr, log
 from netlab.dataplane.apps._serve import Handler, Listeners
 
@@ -47,31 +47,29 @@ class Upstream:
         return self.path.rstrip("/") + "/" + incoming.lstrip("/")
 
 
-def outgoing(req: _http.Message, up: Upstream, client_ip: str,
-             rewrite_host: str | None) -> _http.Message:
+def outgoing(req: http1.Request, up: Upstream, client_ip: str,
+             rewrite_host: str | None) -> http1.Request:
     """The request Go's ReverseProxy would send: same Host unless told otherwise."""
-    named = {t.strip().lower() for t in (req.header("connection") or "").split(",")}
-    drop = _http.HOP_BY_HOP | named | {"host", "x-forwarded-for", "expect", "content-length"}
-    headers = [(k, v) for k, v in req.headers if k.lower() not in drop]
+    drop = {"host", "x-forwarded-for", "expect"}
+    headers = [(k, v) for k, v in req.end_to_end() if k.lower() not in drop]
     host = rewrite_host or req.header("host") or up.authority()
-    prior = req.all("x-forwarded-for")
-    xff = ", ".join(prior + [client_ip])
+    xff = ", ".join(req.all("x-forwarded-for") + [client_ip])
     headers = [("Host", host)] + headers + [("X-Forwarded-For", xff)]
-    if req.body or req.method in ("POST", "PUT", "PATCH"):
-        headers.append(("Content-Length", str(len(req.body))))
-    return _http.Message(version="HTTP/1.1", method=req.method, target=up.target(req.target),
-                         headers=headers, body=req.body)
+    return http1.Request(method=req.method, target=up.target(req.target), headers=headers,
+                         body=req.body)
 
 
-async def forward(out: _http.Message, up: Upstream) -> _http.Message:
+async def forward(out: http1.Request, up: Upstream) -> http1.Response:
     """One request on a fresh upstream connection; the name is resolved now, not at start."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection(up.host, up.port),
                                             CONNECT_TIMEOUT)
     try:
-        writer.write(_http.encode_request(out))
-        await writer.drain()
-        return await asyncio.wait_for(_http.read_response(reader, out.method),
-                                      RESPONSE_TIMEOUT)
+        conn = http1.ClientConnection(reader, writer)
+
+        async def exchange() -> http1.Response:
+            await conn.send_request(out)
+            return await conn.read_response()
+        return await asyncio.wait_for(exchange(), RESPONSE_TIMEOUT)
     finally:
         writer.close()
 
@@ -80,41 +78,29 @@ def handler(up: Upstream, rewrite_host: str | None) -> Handler:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peername = writer.get_extra_info("peername")
         peer, local = addr(peername), addr(writer.get_extra_info("sockname"))
-        while True:
-            try:
-                req = await _http.read_request(reader, writer)
-            except _http.BadMessage as e:
-                writer.write(_http.encode_response(400, [], b"", keep_alive=False))
-                log(image="reverse-proxy", peer=peer, local=local, status=400, error=str(e))
-                break
-            if req is None:
-                break
+
+        async def respond(req: http1.Request) -> http1.Response:
             start = time.monotonic()
             out = outgoing(req, up, peername[0], rewrite_host)
             fields: dict[str, object] = {}
             try:
-                resp = await forward(out, up)
-                status, reason, body = resp.status, resp.reason, resp.body
-                named = {t.strip().lower() for t in (resp.header("connection") or "").split(",")}
-                headers = [(k, v) for k, v in resp.headers
-                           if k.lower() not in _http.HOP_BY_HOP | named]
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError,
-                    _http.BadMessage) as e:
+                got = await forward(out, up)
+                reply = http1.Response(got.status, got.end_to_end(), got.body, got.reason)
+            except (OSError, asyncio.TimeoutError, http1.HttpError) as e:
                 # Go's default ErrorHandler: log "http: proxy error", answer 502, no body.
-                status, reason, body, headers = 502, "", b"", []
+                reply = http1.Response(502)
                 fields["error"] = f"{type(e).__name__}: {e}"
-            keep = req.keep_alive()
-            writer.write(_http.encode_response(status, headers, body, reason=reason,
-                                               keep_alive=keep, version=req.version,
-                                               head_only=req.method == "HEAD"))
-            await writer.drain()
             log(image="reverse-proxy", peer=peer, local=local, method=req.method,
                 host=req.header("host") or "", path=req.target,
                 upstream=f"{up.host}:{up.port}", upstream_host_header=out.header("host"),
-                status=status, duration_ms=round((time.monotonic() - start) * 1000, 1),
+                status=reply.status, duration_ms=round((time.monotonic() - start) * 1000, 1),
                 **fields)
-            if not keep:
-                break
+            return reply
+
+        def bad(e: http1.HttpError) -> None:
+            log(image="reverse-proxy", peer=peer, local=local, status=e.status, error=str(e))
+
+        await http1.serve(reader, writer, respond, bad)
     return handle
 
 
