@@ -25,45 +25,29 @@ import statistics
 import tempfile
 import threading
 import time
-from typing import Any, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, cast
 
-import yaml
-
-from netlab import runtime
+from netlab import topology
 from netlab.errors import BenchError, KernelError
-from netlab.kernel import processes
+from netlab.kernel import lifecycle, processes, query
 from netlab.kernel.apply import wait_ready
-from netlab.kernel.ownership import LabRecord
 from netlab.kernel.processes import run_in
+from netlab.model import IstioVersion, Lab
 from netlab.plan.state import ReadyCheck
 
 Say = Callable[[str], None]
 C_RELAY_TLS_PORT = 15443
 C_RELAY_PLAIN_PORT = 15101
 
-def topology(name: str, version: str) -> str:
-    """Two nodes; the same client/iperf3/echo trio in an ambient and a plain namespace."""
-    docs: list[dict[str, Any]] = [
-        {"apiVersion": "netlab.dev/v1alpha1", "kind": "Lab", "metadata": {"name": name},
-         "spec": {"istio": {"version": version}, "nodes": [{"name": "node-1"}, {"name": "node-2"}]}},
-        {"apiVersion": "v1", "kind": "Namespace",
-         "metadata": {"name": "mesh", "labels": {"istio.io/dataplane-mode": "ambient"}}},
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "plain"}},
-    ]
-    containers = {
-        "client": ("node-1", {"name": "c", "image": "netlab/sleep"}),
-        "iperf": ("node-2", {"name": "c", "image": "iperf3", "command": ["iperf3", "-s", "-p", "5201"],
-                             "ports": [{"containerPort": 5201}]}),
-        "echo": ("node-2", {"name": "c", "image": "netlab/tcp-echo", "ports": [{"containerPort": 7000}]}),
-    }
-    for ns in ("mesh", "plain"):
-        for role, (node, container) in containers.items():
-            docs.append({"apiVersion": "apps/v1", "kind": "Deployment",
-                         "metadata": {"name": role, "namespace": ns},
-                         "spec": {"selector": {"matchLabels": {"app": role}},
-                                  "template": {"metadata": {"labels": {"app": role}},
-                                               "spec": {"nodeName": node, "containers": [container]}}}})
-    return yaml.safe_dump_all(docs, sort_keys=False)
+BASE = Path(__file__).with_name("hbone.yaml")
+
+
+def bench_lab(name: str, version: IstioVersion) -> Lab:
+    """The base lab (two nodes; the client/iperf3/echo trio in "mesh" and in "plain"),
+    under a unique name and at the Istio version asked for."""
+    return replace(topology.load([BASE]), name=name, istio_version=version)
 
 
 LATENCY_CLIENT = r"""
@@ -120,9 +104,8 @@ def _process_cpu_s(pid: int) -> float:
 
 def _ztunnels(lab: str) -> dict[str, int]:
     """node → pid of that node's ztunnel in a running lab."""
-    record = LabRecord.load(lab)
-    procs = record.processes if record else []
-    return {p.name.split("/", 1)[1]: p.pid for p in procs if p.name.startswith("ztunnel/")}
+    return {p.name.split("/", 1)[1]: p.pid
+            for p in query.processes_named(query.record_of(lab), "ztunnel/")}
 
 
 def _iperf(client_netns: str, server_ip: str, seconds: int, port: int = 5201,
@@ -234,30 +217,24 @@ def bare_tls(seconds: float) -> dict[str, float]:
 
 def run(seconds: int, connections: int, version: str, say: Say) -> dict[str, Any]:
     name = f"bh{os.getpid() % 10000}"
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        f.write(topology(name, version))
-        topo = f.name
+    say(f"building lab {name} (ambient namespace 'mesh', plain namespace 'plain')")
+    summary = lifecycle.up(bench_lab(name, cast(IstioVersion, version))).summary
     try:
-        say(f"building lab {name} (ambient namespace 'mesh', plain namespace 'plain')")
-        summary = runtime.up([topo], name).summary
-        try:
-            result: dict[str, Any] = {"seconds": seconds, "connections": connections, "istio": version}
-            for ns in ("plain", "mesh"):
-                client = _pod(summary, ns, "client")["netns"]
-                say(f"iperf3 {ns}: {seconds}s")
-                result[ns] = _iperf(client, _pod(summary, ns, "iperf")["ip"], seconds,
-                                    watch=_ztunnels(name) if ns == "mesh" else None)
-                say(f"latency {ns}: {connections} connections")
-                result[f"{ns}_latency"] = _latency(client, _pod(summary, ns, "echo")["ip"], connections)
-            say(f"iperf3 through two socat TLS relays (out of mesh): {seconds}s")
-            with tempfile.TemporaryDirectory() as d:
-                result["c_relays"] = c_relays(summary, seconds, d)
-        finally:
-            runtime.down(name)
-        say(f"bare Python TLS stream on loopback: {seconds}s")
-        result["bare_tls"] = bare_tls(seconds)
+        result: dict[str, Any] = {"seconds": seconds, "connections": connections, "istio": version}
+        for ns in ("plain", "mesh"):
+            client = _pod(summary, ns, "client")["netns"]
+            say(f"iperf3 {ns}: {seconds}s")
+            result[ns] = _iperf(client, _pod(summary, ns, "iperf")["ip"], seconds,
+                                watch=_ztunnels(name) if ns == "mesh" else None)
+            say(f"latency {ns}: {connections} connections")
+            result[f"{ns}_latency"] = _latency(client, _pod(summary, ns, "echo")["ip"], connections)
+        say(f"iperf3 through two socat TLS relays (out of mesh): {seconds}s")
+        with tempfile.TemporaryDirectory() as d:
+            result["c_relays"] = c_relays(summary, seconds, d)
     finally:
-        os.unlink(topo)
+        lifecycle.down(name)
+    say(f"bare Python TLS stream on loopback: {seconds}s")
+    result["bare_tls"] = bare_tls(seconds)
     mesh = result["mesh"]["gbps"]
     result["hbone_vs_bare_tls"] = mesh / result["bare_tls"]["gbps"]
     result["hbone_vs_direct"] = mesh / result["plain"]["gbps"]

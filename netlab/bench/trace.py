@@ -24,18 +24,19 @@ import json
 import math
 import os
 import sys
-import tempfile
 import threading
 import time
+from dataclasses import replace
+from pathlib import Path
 from typing import Any, Callable
 
-from netlab import runtime
+from netlab import topology
 from netlab.errors import NetlabError
-from netlab.kernel import netns as nsmod
+from netlab.kernel import lifecycle, query
 from netlab.kernel.processes import run_in
+from netlab.model import Lab
 
 Say = Callable[[str], None]
-ECHO_PORT = 7000
 COLLECTORS = ("bpf", "conntrack")
 MAX_CLIENTS = 32
 # Every connection leaves a TIME_WAIT port in the client pod for 60 s, and connect()
@@ -44,35 +45,19 @@ MAX_CLIENTS = 32
 # The bench's own client pod gets the wide range.
 CLIENT_PORT_RANGE = "1024 65000"
 
-TOPOLOGY = """\
-apiVersion: netlab.dev/v1alpha1
-kind: Lab
-metadata: {{name: {name}}}
-spec:
-  nodes: [{{name: node-1}}, {{name: node-2}}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: client}}
-spec:
-  selector: {{matchLabels: {{app: client}}}}
-  template:
-    metadata: {{labels: {{app: client}}}}
-    spec:
-      nodeName: node-1
-      containers: [{{name: c, image: netlab/sleep}}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: echo}}
-spec:
-  selector: {{matchLabels: {{app: echo}}}}
-  template:
-    metadata: {{labels: {{app: echo}}}}
-    spec:
-      nodeName: node-2
-      containers: [{{name: c, image: netlab/tcp-echo, ports: [{{containerPort: {port}}}]}}]
-"""
+BASE = Path(__file__).with_name("trace.yaml")
+
+
+def bench_lab(name: str) -> Lab:
+    """The base lab (client on node-1, tcp-echo on node-2) under a unique name."""
+    return replace(topology.load([BASE]), name=name)
+
+
+def echo_port(lab: Lab) -> int:
+    """The port the echo pod declares: the one the clients dial and the tracer filters on."""
+    echo = next(d for d in lab.deployments if d.name == "echo")
+    return echo.containers[0].ports[0].container_port
+
 
 # Runs inside the client pod. rate 0 = as fast as possible (sequential); otherwise
 # connection i is due at start + i/rate (a time budget, so a slow connection is caught
@@ -103,13 +88,13 @@ print(json.dumps({"n": n, "start": t0, "end": time.monotonic(), "late": late, "e
 """
 
 
-def _clients(netns: str, ip: str, counts: list[int], rate_each: float) -> dict[str, Any]:
+def _clients(netns: str, ip: str, port: int, counts: list[int], rate_each: float) -> dict[str, Any]:
     """Run one client process per entry of counts, concurrently; merge their figures."""
     start_at = time.monotonic() + 0.3 + 0.02 * len(counts)  # all interpreters up by then
     results: list[Any] = [None] * len(counts)
 
     def one(i: int) -> None:
-        res = run_in(netns, [sys.executable, "-c", CLIENT, ip, str(ECHO_PORT), str(counts[i]),
+        res = run_in(netns, [sys.executable, "-c", CLIENT, ip, str(port), str(counts[i]),
                              str(rate_each), str(start_at)],
                      capture_output=True, text=True, timeout=300)
         results[i] = res
@@ -131,11 +116,11 @@ def _clients(netns: str, ip: str, counts: list[int], rate_each: float) -> dict[s
             "clients": len(counts)}
 
 
-def _traced(scope: dict[str, int], fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def _traced(scope: dict[str, int], port: int, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """fn() under a Tracer (bpf + conntrack, port filter), drained before stopping."""
     from netlab.observe.tracer import Tracer
 
-    with Tracer(scope, port=ECHO_PORT, collectors=COLLECTORS, strict=True) as tracer:
+    with Tracer(scope, port=port, collectors=COLLECTORS, strict=True) as tracer:
         row = fn()
         tracer.drain(limit=5.0)
     counters = tracer.counters
@@ -155,46 +140,41 @@ def _median(xs: list[float]) -> float:
 
 
 def run(connections: int, rate: int, say: Say, rounds: int = 5) -> dict[str, Any]:
-    name = f"bt{os.getpid() % 10000}"
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        f.write(TOPOLOGY.format(name=name, port=ECHO_PORT))
-        topo = f.name
+    lab = bench_lab(f"bt{os.getpid() % 10000}")
+    port = echo_port(lab)
+    say(f"building lab {lab.name} (client on node-1, tcp-echo on node-2)")
+    summary = lifecycle.up(lab).summary
     try:
-        say(f"building lab {name} (client on node-1, tcp-echo on node-2)")
-        summary = runtime.up([topo], name).summary
-        try:
-            pods = {p["deployment"]: p for p in summary["pods"]}
-            client, ip = pods["client"]["netns"], pods["echo"]["ip"]
-            scope = {n: nsmod.inode(n) for n in runtime.record_of(name).netns}
-            seq = lambda: _clients(client, ip, [connections], 0)  # noqa: E731
-            run_in(client, ["sysctl", "-qw", f"net.ipv4.ip_local_port_range={CLIENT_PORT_RANGE}"],
-                   check=True)
-            say("warm-up: 100 connections")
-            _clients(client, ip, [100], 0)
-            rows: list[dict[str, Any]] = []
-            for r in range(1, rounds + 1):
-                order = ("untraced", "traced") if r % 2 else ("traced", "untraced")
-                for what in order:
-                    if what == "untraced":
-                        say(f"round {r}/{rounds} untraced: {connections} sequential connections")
-                        rows.append({"run": f"untraced #{r}", **seq()})
-                    else:
-                        say(f"round {r}/{rounds} traced (bpf+conntrack, port {ECHO_PORT}): "
-                            f"{connections} sequential connections")
-                        rows.append({"run": f"traced #{r}", **_traced(scope, seq)})
-            untraced = [x["rate"] for x in rows if x["run"].startswith("untraced")]
-            traced = [x["rate"] for x in rows if x["run"].startswith("traced")]
-            baseline, traced_rate = _median(untraced), _median(traced)
-            # Leave each paced client headroom: it must sustain its share while traced.
-            clients = max(1, min(MAX_CLIENTS, math.ceil(rate / (0.6 * traced_rate))))
-            paced_n = max(connections, 2 * rate)
-            say(f"paced, traced: {paced_n} connections at {rate}/s from {clients} client processes")
-            rows.append({"run": f"paced {rate}/s traced", **_traced(
-                scope, lambda: _clients(client, ip, _split(paced_n, clients), rate / clients))})
-        finally:
-            runtime.down(name)
+        pods = {p["deployment"]: p for p in summary["pods"]}
+        client, ip = pods["client"]["netns"], pods["echo"]["ip"]
+        scope = query.netns_inodes(query.record_of(lab.name))
+        seq = lambda: _clients(client, ip, port, [connections], 0)  # noqa: E731
+        run_in(client, ["sysctl", "-qw", f"net.ipv4.ip_local_port_range={CLIENT_PORT_RANGE}"],
+               check=True)
+        say("warm-up: 100 connections")
+        _clients(client, ip, port, [100], 0)
+        rows: list[dict[str, Any]] = []
+        for r in range(1, rounds + 1):
+            order = ("untraced", "traced") if r % 2 else ("traced", "untraced")
+            for what in order:
+                if what == "untraced":
+                    say(f"round {r}/{rounds} untraced: {connections} sequential connections")
+                    rows.append({"run": f"untraced #{r}", **seq()})
+                else:
+                    say(f"round {r}/{rounds} traced (bpf+conntrack, port {port}): "
+                        f"{connections} sequential connections")
+                    rows.append({"run": f"traced #{r}", **_traced(scope, port, seq)})
+        untraced = [x["rate"] for x in rows if x["run"].startswith("untraced")]
+        traced = [x["rate"] for x in rows if x["run"].startswith("traced")]
+        baseline, traced_rate = _median(untraced), _median(traced)
+        # Leave each paced client headroom: it must sustain its share while traced.
+        clients = max(1, min(MAX_CLIENTS, math.ceil(rate / (0.6 * traced_rate))))
+        paced_n = max(connections, 2 * rate)
+        say(f"paced, traced: {paced_n} connections at {rate}/s from {clients} client processes")
+        rows.append({"run": f"paced {rate}/s traced", **_traced(
+            scope, port, lambda: _clients(client, ip, port, _split(paced_n, clients), rate / clients))})
     finally:
-        os.unlink(topo)
+        lifecycle.down(lab.name)
     paced = rows[-1]
     return {"connections": connections, "rate_target": rate, "rows": rows, "rounds": rounds,
             "baseline_rate": baseline, "traced_rate": traced_rate,

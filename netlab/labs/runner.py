@@ -14,8 +14,8 @@ import time
 import traceback
 from typing import Callable
 
-from netlab import runtime
 from netlab.errors import NetlabError
+from netlab.kernel import lifecycle
 from netlab.kernel.ownership import LabRecord
 from netlab.labs.framework import Lab, VariantResult, evaluate
 
@@ -34,7 +34,7 @@ def teardown(name: str) -> None:
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         if LabRecord.load(name) is not None:
-            runtime.down(name)
+            lifecycle.down(name)
     finally:
         signal.signal(signal.SIGINT, old)
 
@@ -46,7 +46,7 @@ def run_variant(lab: Lab, variant_name: str, index: int, keep: bool = False,
     started = time.perf_counter()
     evidence: dict = {}
     error = None
-    with runtime.sigterm_as_interrupt():
+    with lifecycle.sigterm_as_interrupt():
         try:
             evidence = lab.scenario(variant, name, progress)
         except NetlabError as e:

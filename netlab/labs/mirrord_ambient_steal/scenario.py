@@ -15,10 +15,10 @@ import tempfile
 import time
 from typing import Any, Callable
 
-from netlab import runtime
+from netlab import topology
 from netlab.errors import NetlabError
 from netlab.kernel import netns as nsmod
-from netlab.kernel import processes
+from netlab.kernel import lifecycle, processes, query
 from netlab.kernel.apply import listening
 from netlab.kernel.ownership import LabRecord
 from netlab.labs.framework import Evidence, Variant
@@ -44,10 +44,10 @@ def run(variant: Variant, name: str, progress: Callable[[str], None]) -> Evidenc
     path = os.path.join(topo_dir, "topology.yaml")
     with open(path, "w") as f:
         f.write(patched(name, p["istio"], p["ambient"], p.get("target_labels")))
-    up = runtime.up([path], name)
-    record = runtime.record_of(name)
-    target = runtime.find_pod(record, "shop/target")
-    client = runtime.find_pod(record, p["client"])
+    up = lifecycle.up(topology.load([path], name_override=name))
+    record = query.record_of(name)
+    target = query.find_pod(record, "shop/target")
+    client = query.find_pod(record, p["client"])
     node2 = next(n for n in record.summary["nodes"] if n["name"] == target["node"])
     marker = f"/netlab-probe-{name}"
     ev: Evidence = {"instance": name, "istio": p["istio"], "ambient": p["ambient"],
@@ -148,7 +148,7 @@ def _traffic(record: LabRecord, client: dict[str, Any], target: dict[str, Any],
     try:
         with tracer:
             started = time.monotonic()
-            res = processes.run_in(client["netns"], argv, runtime.pod_resolv_conf(record, client),
+            res = processes.run_in(client["netns"], argv, query.pod_resolv_conf(record, client),
                                    capture_output=True, text=True, timeout=CURL_TIMEOUT + 10)
             took = time.monotonic() - started
             # Conntrack and perf buffers deliver asynchronously: wait for the target's
