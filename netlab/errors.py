@@ -31,9 +31,5 @@ class LabNotFound(NetlabError):
     pass
 
 
-class NotBuilt(NetlabError):
-    """A feature that is named but not built yet. Said plainly rather than faked."""
-
-
 class BenchError(NetlabError):
     """A benchmark could not measure (a client or helper process failed); says which and why."""

@@ -1,4 +1,4 @@
-"""`netlab lab list|run|explain`: thin click commands over registry, runner and report."""
+"""`netlab lab list|run|explain`: the labs registry, runner and report, on the command line."""
 
 from __future__ import annotations
 
@@ -7,14 +7,13 @@ import os
 import sys
 
 import click
-from rich.console import Console
 from rich.markdown import Markdown
 from rich.table import Table
 
+from netlab.cli.render import err, out
+from netlab.errors import NetlabError
+from netlab.kernel.lifecycle import require_root
 from netlab.labs import registry
-
-console = Console(stderr=True)
-out = Console()
 
 
 @click.group("lab")
@@ -28,13 +27,13 @@ def list_(as_json: bool) -> None:
     """The labs netlab knows, with their variants."""
     labs = [registry.get(n) for n in registry.names()]
     if as_json:
-        out.print_json(json.dumps([{"name": lb.name, "title": lb.title,
-                                    "variants": [v.name for v in lb.variants]} for lb in labs]))
+        out().print_json(json.dumps([{"name": lb.name, "title": lb.title,
+                                      "variants": [v.name for v in lb.variants]} for lb in labs]))
         return
     t = Table("lab", "title", "variants")
     for lb in labs:
         t.add_row(lb.name, lb.title, ", ".join(v.name for v in lb.variants))
-    out.print(t)
+    out().print(t)
 
 
 @lab.command()
@@ -43,7 +42,7 @@ def explain(name: str) -> None:
     """The exercise: what the user sees, why, hints, and the fix."""
     text = registry.get(name).explain()
     if sys.stdout.isatty():
-        out.print(Markdown(text))
+        out().print(Markdown(text))
     else:
         click.echo(text)
 
@@ -58,11 +57,9 @@ def explain(name: str) -> None:
 def run(name: str, variants: tuple[str, ...], report_dir: str | None, as_json: bool,
         keep: bool) -> None:
     """Run every variant of NAME (or --variant ones); exit 0 only if every expectation held."""
-    from netlab import runtime
-    from netlab.errors import NetlabError
     from netlab.labs import report, runner
 
-    runtime.require_root()
+    require_root()
     the_lab = registry.get(name)
     for v in variants:
         try:
@@ -70,6 +67,7 @@ def run(name: str, variants: tuple[str, ...], report_dir: str | None, as_json: b
         except KeyError:
             raise NetlabError(f"lab {name} has no variant {v!r}; variants: "
                               f"{', '.join(x.name for x in the_lab.variants)}") from None
+    console = err()
     with console.status(f"lab {name}") as status:
         def progress(msg: str) -> None:
             status.update(msg)
@@ -92,12 +90,11 @@ def run(name: str, variants: tuple[str, ...], report_dir: str | None, as_json: b
         click.echo(json.dumps({"lab": name, "ok": all(r.ok for r in results),
                                "results": [r.to_dict() for r in results]}, indent=1))
     else:
-        out.print(report.summary_table(results))
+        out().print(report.summary_table(results))
     if keep:
         console.print("kept: " + ", ".join(r.instance for r in results)
                       + " (remove with `netlab down NAME`)")
     sys.exit(0 if results and all(r.ok for r in results) else 1)
 
 
-def register(main: click.Group) -> None:
-    main.add_command(lab)
+COMMANDS: list[click.Command] = [lab]

@@ -1,0 +1,49 @@
+"""The top-level `netlab` group, its guard, and the command groups hung on it.
+
+The guard is why a user never sees a traceback for a mistake they can fix: every
+NetlabError becomes one message and exit code 2, and Ctrl-C exit code 130 (after the
+command's own rollback has run, e.g. `up` removing what it built).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from netlab.cli import bench, labs, lifecycle, observe, proxies
+from netlab.cli.render import err, fail
+from netlab.errors import NetlabError
+
+INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+
+
+class NetlabGroup(click.Group):
+    """Turn every NetlabError into one plain message and a non-zero exit, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except NetlabError as e:
+            fail(str(e))
+        except KeyboardInterrupt:
+            err().print("interrupted; everything this command started was removed")
+            sys.exit(INTERRUPTED)
+
+
+@click.group(cls=NetlabGroup)
+@click.version_option(package_name="netlab")
+def main() -> None:
+    """netlab: the service-mesh dataplane on real Linux namespaces, observed with eBPF."""
+
+
+def _add_groups(group: click.Group) -> None:
+    """Each command module lists its commands; adding them here keeps the modules
+    independent of this one (none imports `main`)."""
+    for module in (lifecycle, observe, proxies, labs, bench):
+        for command in module.COMMANDS:
+            group.add_command(command)
+
+
+_add_groups(main)

@@ -1,0 +1,125 @@
+"""`netlab bench topology|hbone|trace`: figures side by side with a baseline measured in
+the same run, rendered as tables (or JSON)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from netlab.cli.render import err, out
+from netlab.kernel.lifecycle import require_root
+
+
+def _say(msg: str) -> None:
+    err().print(escape(msg), highlight=False)
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks: figures side by side with a baseline measured in the same run."""
+
+
+@bench.command("topology")
+@click.option("--nodes", default=4, show_default=True)
+@click.option("--pods", default=200, show_default=True)
+@click.option("--runs", default=3, show_default=True, help="Repeat and report the median.")
+@click.option("--vs-mininet", is_flag=True, help="Also time Mininet with the same number of hosts.")
+@click.option("--json", "as_json", is_flag=True)
+def topology(nodes: int, pods: int, runs: int, vs_mininet: bool, as_json: bool) -> None:
+    """Time `up` and `down` of NODES nodes with PODS pods (and Mininet, for comparison)."""
+    from netlab.bench.topology import run
+
+    require_root()
+    result = run(nodes, pods, runs, vs_mininet, _say)
+    if as_json:
+        out().print_json(json.dumps(result))
+        return
+    t = Table("what", "up (s)", "down (s)", "total (s)")
+    for row in result["rows"]:
+        t.add_row(row["what"], f"{row['up']:.3f}", f"{row['down']:.3f}", f"{row['up'] + row['down']:.3f}")
+    out().print(t)
+    if "ratio_vs_mininet" in result:
+        out().print(f"netlab is {result['ratio_vs_mininet']:.1f}x faster than Mininet (up+down, medians)")
+
+
+@bench.command("hbone")
+@click.option("--seconds", default=5, show_default=True, help="Duration of each throughput run.")
+@click.option("--connections", default=300, show_default=True, help="Connections for the latency run.")
+@click.option("--istio", "version", default="1.24+", type=click.Choice(["1.23", "1.24+"]), show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def hbone(seconds: int, connections: int, version: str, as_json: bool) -> None:
+    """Throughput and connect latency through two ztunnels, beside the direct path and bare TLS."""
+    from netlab.bench.hbone import run
+
+    require_root()
+    r = run(seconds, connections, version, _say)
+    if as_json:
+        out().print_json(json.dumps(r))
+        return
+    t = Table("path", "Gbit/s", "CPU-s/GB (cores)", "p50 ms", "p99 ms", "conn/s")
+
+    def row(label: str, tput: dict[str, float], lat: dict[str, float] | None = None) -> None:
+        cells = [f"{lat['p50_ms']:.2f}", f"{lat['p99_ms']:.2f}", f"{lat['conn_per_s']:.0f}"] if lat else ["", "", ""]
+        t.add_row(label, f"{tput['gbps']:.2f}", f"{tput['cpu_s_per_gb']:.2f} ({tput['cpu_cores']:.1f})", *cells)
+
+    row("direct veth, out of mesh", r["plain"], r["plain_latency"])
+    row("ambient: 2 ztunnels, HBONE", r["mesh"], r["mesh_latency"])
+    row("2 socat TLS relays (C)", r["c_relays"])
+    row("bare Python TLS, loopback", r["bare_tls"])
+    o = out()
+    o.print(t)
+    per_zt = ", ".join(f"{node} {v:.2f}" for node, v in sorted(r["mesh"].get("process_cpu_s_per_gb", {}).items()))
+    o.print(f"of which each ztunnel's own CPU-s/GB: {per_zt} (node-1 sends, node-2 receives)")
+    o.print("Gbit/s: iperf3 (socket stream for bare TLS); CPU-s/GB: CPU time of the whole machine "
+            "per GB moved, and cores busy; p50/p99: connect → first echoed byte, warm pool; "
+            "socat relays sit in the client and server pods where the ztunnels would.")
+    o.print(f"HBONE / bare Python TLS = {r['hbone_vs_bare_tls']:.0%} (target ≥ 50%); "
+            f"HBONE / direct = {r['hbone_vs_direct']:.1%}")
+    o.print(f"HBONE / 2 C TLS relays = {r['hbone_vs_c_relays']:.0%}; "
+            f"2 C TLS relays / bare Python TLS = {r['c_relays_vs_bare_tls']:.0%} "
+            f"(a pair of TLS proxies on this {os.cpu_count()}-CPU machine)")
+
+
+@bench.command("trace")
+@click.option("--connections", default=2000, show_default=True,
+              help="Connections per measurement (sequential for the rate runs).")
+@click.option("--rate", default=2000, show_default=True,
+              help="Target connections/s of the paced run under tracing.")
+@click.option("--rounds", default=5, show_default=True,
+              help="Interleaved untraced/traced pairs; the overhead compares medians.")
+@click.option("--json", "as_json", is_flag=True)
+def trace(connections: int, rate: int, rounds: int, as_json: bool) -> None:
+    """Tracer overhead: connection rate with and without bpf+conntrack; lost events
+    of a paced run at RATE connections/s."""
+    from netlab.bench.trace import run
+
+    require_root()
+    result = run(connections, rate, _say, rounds=rounds)
+    if as_json:
+        out().print_json(json.dumps(result))
+        return
+    t = Table("run", "connections", "seconds", "conn/s", "events", "lost")
+    for r in result["rows"]:
+        lost = r.get("lost")
+        t.add_row(r["run"], str(r["connections"]), f"{r['seconds']:.3f}",
+                  f"{r['rate']:.0f}", str(r.get("events", "-")),
+                  "-" if lost is None else (f"[bold red]{lost}[/]" if lost else "0"))
+    o = out()
+    o.print(t)
+    o.print(f"tracing overhead on connection rate: {result['overhead_pct']:.1f}%  "
+            f"(median traced {result['traced_rate']:.0f}/s vs median untraced "
+            f"{result['baseline_rate']:.0f}/s over {result['rounds']} rounds; "
+            f"untraced spread {result['noise_pct']:.1f}%)")
+    n = result["paced_clients"]
+    o.print(f"paced run: target {rate}/s with {n} client "
+            f"process{'es' if n != 1 else ''}, achieved {result['paced_rate']:.0f}/s, "
+            f"lost {result['paced_lost']} events")
+    if result["paced_lost"]:
+        err().print(f"[bold red]paced run lost {result['paced_lost']} events (target 0)[/]")
+
+
+COMMANDS: list[click.Command] = [bench]

@@ -1,0 +1,45 @@
+"""What every command group prints with: two consoles, an error line, a progress bar.
+
+Consoles are made on first use, not at import, so importing the command line does
+nothing; stderr carries messages and progress, stdout only results (tables, JSON), so
+`--json` output can be piped.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import cache
+from typing import Any, Callable, NoReturn
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+@cache
+def err() -> Console:
+    return Console(stderr=True)
+
+
+@cache
+def out() -> Console:
+    return Console()
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """One plain error line and an exit code; never a traceback."""
+    err().print(f"[bold red]error:[/] {message}", highlight=False)
+    sys.exit(code)
+
+
+def progress_bars() -> tuple[Progress, Callable[[str, int, int], None]]:
+    """A transient bar per build step, and the (step, done, total) callback that feeds it."""
+    prog = Progress(TextColumn("{task.description:<22}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TimeElapsedColumn(), console=err(), transient=True)
+    tasks: dict[str, Any] = {}
+
+    def update(step: str, done: int, total: int) -> None:
+        if step not in tasks:
+            tasks[step] = prog.add_task(step, total=total)
+        prog.update(tasks[step], completed=done, total=total)
+
+    return prog, update
