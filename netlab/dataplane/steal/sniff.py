@@ -8,15 +8,17 @@ in (open it inside `netns.entered` or in a process spawned there).
 
 from __future__ import annotations
 
+import functools
 import select
 import socket
-import struct
 import threading
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
+
+if TYPE_CHECKING:
+    from scapy.packet import Packet
 
 ETH_P_ALL = 0x0003
-ETH_P_IP = 0x0800
 PACKET_OUTGOING = 4
 ETH_HLEN = 14  # veth and lo both carry an Ethernet header on AF_PACKET
 
@@ -38,24 +40,43 @@ class Segment:
         return d
 
 
-_FLAG_LETTERS = (("F", 0x01), ("S", 0x02), ("R", 0x04), ("P", 0x08), ("A", 0x10))
+_FLAG_LETTERS = "FSRPA"  # the flags a Segment reports, in this order
+
+
+@functools.cache
+def _layers() -> tuple[type[Packet], type[Packet], type[Packet]]:
+    """scapy's Ether, IP and TCP, imported on first use.
+
+    Importing scapy costs about 0.2 s and reads the interfaces and routes of the
+    netns it runs in; labs import this module without ever sniffing, so they should
+    pay neither. Only these classes are used: scapy decodes bytes from our own
+    AF_PACKET socket and never opens a socket of its own.
+    """
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+    return Ether, IP, TCP
 
 
 def parse(frame: bytes, ifname: str) -> Segment | None:
-    """Ethernet + IPv4 + TCP -> Segment; anything else -> None."""
-    if len(frame) < ETH_HLEN + 20 or struct.unpack("!H", frame[12:14])[0] != ETH_P_IP:
+    """Ethernet + IPv4 + TCP -> Segment; anything else (or a truncated frame) -> None.
+
+    The payload is sliced from the frame by scapy's header and total lengths, not
+    rebuilt from scapy's layers: it stays the bytes that crossed the wire, without the
+    Ethernet padding of short frames, whatever scapy thinks the payload's protocol is.
+    """
+    ether_cls, ip_cls, tcp_cls = _layers()
+    ip = ether_cls(frame).payload
+    if type(ip) is not ip_cls or type(ip.payload) is not tcp_cls:
+        return None  # not IPv4, not TCP, a later fragment, or cut short inside a header
+    tcp = ip.payload
+    start = ETH_HLEN + ip.ihl * 4 + tcp.dataofs * 4
+    # A GSO super-packet may be longer than the read, and BIG TCP writes 0 as its total
+    # length: then the payload runs to the end of what was read.
+    end = min(ETH_HLEN + ip.len, len(frame)) if ip.len else len(frame)
+    if start > end:
         return None
-    ip = frame[ETH_HLEN:]
-    ihl = (ip[0] & 0x0F) * 4
-    total = struct.unpack("!H", ip[2:4])[0]
-    if ip[9] != socket.IPPROTO_TCP or len(ip) < ihl + 20:
-        return None
-    tcp = ip[ihl:total]
-    sport, dport = struct.unpack("!HH", tcp[:4])
-    off = (tcp[12] >> 4) * 4
-    flags = "".join(c for c, bit in _FLAG_LETTERS if tcp[13] & bit)
-    return Segment(ifname, socket.inet_ntoa(ip[12:16]), sport, socket.inet_ntoa(ip[16:20]),
-                   dport, flags, bytes(tcp[off:]))
+    flags = "".join(c for c in _FLAG_LETTERS if c in tcp.flags)
+    return Segment(ifname, ip.src, tcp.sport, ip.dst, tcp.dport, flags, bytes(frame[start:end]))
 
 
 def open_socket() -> socket.socket:
@@ -81,6 +102,7 @@ class Sniffer:
         self._thread = threading.Thread(target=self._run, name="netlab-sniff", daemon=True)
 
     def start(self) -> "Sniffer":
+        _layers()  # pay scapy's import now, not while the first packets queue up
         self._thread.start()
         return self
 
