@@ -13,9 +13,13 @@ import pytest
 
 from tests.conftest import NETLAB, REPO, run_cli
 from tests.kernel.hoststate import snapshot
+from tests.kernel.leftovers import Owned, leftovers, owned
 
 pytestmark = pytest.mark.kernel
 BOOKINFO = REPO / "topologies" / "bookinfo.yaml"
+EXTRA = Path(__file__).parent / "topologies"
+EXITS_AT_ONCE = EXTRA / "exits-at-once.yaml"  # with BOOKINFO: `up` fails after building
+NEVER_LISTENS = EXTRA / "never-listens.yaml"  # with BOOKINFO: `up` waits, a window to interrupt
 
 
 def netns_with_prefix(prefix: str) -> list[str]:
@@ -37,11 +41,10 @@ def curl_json(lab: str, pod: str, url: str) -> dict:
     return json.loads(res.stdout)
 
 
-def assert_nothing_left(lab: str) -> None:
-    assert netns_with_prefix(f"nl-{lab}-") == []
-    assert not os.path.exists(f"/run/netlab/{lab}")
-    ps = subprocess.run(["pgrep", "-f", f"nl-{lab}-"], capture_output=True, text=True).stdout
-    assert ps.strip() == ""
+def assert_nothing_left(lab: str, snapshot: Owned | None = None) -> None:
+    """No netns, no state, no process of `lab` (see leftovers.py for how processes are found)."""
+    left = leftovers(lab, snapshot)
+    assert left == [], f"lab {lab} left behind:\n" + "\n".join(left)
 
 
 def test_pods_reach_each_other_across_nodes_and_see_real_client_ip(up_lab) -> None:
@@ -94,75 +97,79 @@ def test_down_leaves_nothing_and_host_is_unchanged(lab_name: str) -> None:
     try:
         run_cli("up", str(BOOKINFO), "--name", lab_name, check=True)
         assert len(netns_with_prefix(f"nl-{lab_name}-")) >= 5
+        built = owned(lab_name)
+        assert built.processes and built.netns
     finally:
-        run_cli("down", lab_name)
-    assert_nothing_left(lab_name)
+        res = run_cli("down", lab_name)
+    assert res.returncode == 0, res.stderr
+    assert_nothing_left(lab_name, built)
     assert snapshot() == before
 
 
-def test_failing_build_rolls_back(tmp_path: Path, lab_name: str) -> None:
-    topo = BOOKINFO.read_text().replace("image: netlab/sleep",
-                                        "image: netlab/sleep\n          command: [\"false\"]\n"
-                                        "          ports: [{containerPort: 7000}]", 1)
-    f = tmp_path / "broken.yaml"
-    f.write_text(topo)
-    res = run_cli("up", str(f), "--name", lab_name)
+def test_failing_build_rolls_back(lab_name: str) -> None:
+    res = run_cli("up", str(BOOKINFO), str(EXITS_AT_ONCE), "--name", lab_name)
     assert res.returncode == 2, res.stderr
     assert "exited before listening" in res.stderr and "Traceback" not in res.stderr
     assert_nothing_left(lab_name)
 
 
-def _slow_topology(tmp_path: Path) -> Path:
-    """A pod whose process never listens on its declared port: `up` waits, giving a window."""
-    topo = BOOKINFO.read_text().replace("image: netlab/sleep",
-                                        "image: netlab/sleep\n          command: [\"sleep\", \"60\"]\n"
-                                        "          ports: [{containerPort: 7000}]", 1)
-    f = tmp_path / "slow.yaml"
-    f.write_text(topo)
-    return f
+def _up_until_building(lab: str) -> tuple[subprocess.Popen, Owned]:
+    """Start `netlab up` on a build that waits forever, and return once every namespace
+    and process is in place, with what the lab owns at that moment."""
+    proc = subprocess.Popen([NETLAB, "up", str(BOOKINFO), str(NEVER_LISTENS), "--name", lab],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        return proc, _wait_building(lab)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
 
 
-def _wait_building(lab: str, timeout: float = 20) -> None:
+def _wait_building(lab: str, timeout: float = 20) -> Owned:
+    """Wait until `up` has started the stuck pod's process (the last of the lab's)."""
     state = Path(f"/run/netlab/{lab}/state.json")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if json.loads(state.read_text())["processes"]:
-                return
+            names = [p["name"] for p in json.loads(state.read_text())["processes"]]
         except (FileNotFoundError, json.JSONDecodeError, KeyError):
-            pass
+            names = []
+        if any("stuck" in n for n in names):
+            return owned(lab)
         time.sleep(0.05)
-    raise AssertionError("netlab up never got as far as starting processes")
+    raise AssertionError("netlab up never got as far as starting the stuck pod's process")
 
 
-def test_sigkill_during_up_then_clean_removes_everything(tmp_path: Path, lab_name: str) -> None:
-    proc = subprocess.Popen([NETLAB, "up", str(_slow_topology(tmp_path)), "--name", lab_name],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def test_sigkill_during_up_then_clean_removes_everything(lab_name: str) -> None:
+    proc, building = _up_until_building(lab_name)
+    proc.kill()
+    proc.wait(10)
     try:
-        _wait_building(lab_name)
-        proc.kill()
-        proc.wait(10)
         assert netns_with_prefix(f"nl-{lab_name}-"), "the kill should have left namespaces behind"
         assert "crashed" in run_cli("list").stdout
-    finally:
         res = run_cli("clean")
-    assert lab_name in res.stderr
-    assert_nothing_left(lab_name)
+        assert lab_name in res.stderr
+        assert_nothing_left(lab_name, building)
+    finally:
+        if os.path.isdir(f"/run/netlab/{lab_name}"):
+            run_cli("clean")
 
 
-def test_ctrl_c_during_up_rolls_back(tmp_path: Path, lab_name: str) -> None:
-    proc = subprocess.Popen([NETLAB, "up", str(_slow_topology(tmp_path)), "--name", lab_name],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def test_ctrl_c_during_up_rolls_back(lab_name: str) -> None:
+    """The rollback alone must remove everything: checked before any cleanup of ours runs."""
+    proc, building = _up_until_building(lab_name)
     try:
-        _wait_building(lab_name)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=20)
         assert proc.returncode == 130, err
+        assert_nothing_left(lab_name, building)
     finally:
         if proc.poll() is None:
             proc.kill()
-        run_cli("down", lab_name)
-    assert_nothing_left(lab_name)
+            proc.wait()
+        if os.path.isdir(f"/run/netlab/{lab_name}"):
+            run_cli("down", lab_name)  # only after the check: a broken rollback must fail it
 
 
 def test_two_labs_side_by_side(up_lab, lab_name: str) -> None:
