@@ -15,6 +15,7 @@ from netlab.errors import TopologyError
 from netlab.model import Lab
 from netlab.topology.deployment import parse_deployment
 from netlab.topology.documents import Document, read_file
+from netlab.topology.safe_yaml import Budget
 from netlab.topology.fields import suggest, type_name
 from netlab.topology.header import LAB_API_VERSION, check_name_override, parse_lab
 from netlab.topology.objects import parse_kept, parse_namespace, parse_service_account
@@ -53,8 +54,9 @@ def load(paths: Sequence[str | os.PathLike[str]], name_override: str | None = No
     if name_override is not None:
         check_name_override(name_override)
     collected = Collected()
+    budget = Budget()
     for file in files:
-        for doc in read_file(file):
+        for doc in read_file(file, budget):
             kind = _kind(doc)
             if kind == "Lab":
                 if collected.header is not None:
