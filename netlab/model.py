@@ -12,6 +12,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
+from netlab import mesh
+
 IstioVersion = Literal["1.23", "1.24+"]
 
 # Built-in application images. Anything else needs a `command:`.
@@ -22,10 +24,11 @@ BUILTIN_IMAGES = (
     "netlab/reverse-proxy",
 )
 
-AMBIENT_LABEL = "istio.io/dataplane-mode"
-INJECTION_LABEL = "istio-injection"
-WAYPOINT_LABEL = "istio.io/use-waypoint"
-BYPASS_INBOUND_ANNOTATION = "ambient.istio.io/bypass-inbound-capture"
+# The mesh's label names, under the names the topology parser knows them by.
+AMBIENT_LABEL = mesh.DATAPLANE_MODE_LABEL
+INJECTION_LABEL = mesh.INJECTION_LABEL
+WAYPOINT_LABEL = mesh.USE_WAYPOINT_LABEL
+BYPASS_INBOUND_ANNOTATION = mesh.BYPASS_INBOUND_ANNOTATION
 
 # Service addresses the planner keeps for itself, as offsets into serviceCIDR: .1 is the
 # customary API-server address, .10 the cluster DNS (kube-dns' customary address).
@@ -144,7 +147,7 @@ class Lab:
     name: str
     nodes: list[Node]
     istio_version: IstioVersion = "1.24+"
-    trust_domain: str = "cluster.local"
+    trust_domain: str = mesh.DEFAULT_TRUST_DOMAIN
     pod_cidr: str = "10.244.0.0/16"
     service_cidr: str = "10.96.0.0/16"
     namespaces: list[Namespace] = field(default_factory=list)

@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from netlab import mesh
 from netlab.dataplane import tlsutil
 from netlab.dataplane.identity import (
     NODE_URI_PREFIX, ZTUNNEL_NAMESPACE, ZTUNNEL_SERVICE_ACCOUNT, Identity, IdentityError,
@@ -45,7 +46,7 @@ from netlab.dataplane.identity import (
 DEFAULT_TTL = 24 * 3600
 IMPERSONATION_FAILURE = "request impersonation authentication failure"
 CA_PATH = "/v1/certificate"
-ISTIOD_SA = ("istio-system", "istiod")
+ISTIOD_SA = (mesh.ROOT_NAMESPACE, "istiod")
 CA_ALPN = "http/1.1"
 MAX_BODY = 64 * 1024
 FETCH_TIMEOUT = 10.0  # seconds for one certificate request, connect to answer
@@ -67,7 +68,7 @@ class LabCA:
     an exclusive flock, so they all end up with the one root.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], trust_domain: str = "cluster.local") -> None:
+    def __init__(self, directory: str | os.PathLike[str], trust_domain: str = mesh.DEFAULT_TRUST_DOMAIN) -> None:
         self.dir = Path(directory)
         self.trust_domain = trust_domain
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -251,7 +252,7 @@ class CertClient:
     """ztunnel's side of the CA API: authenticates with the bootstrap cert, keeps keys local."""
 
     def __init__(self, ca_url: str, bootstrap_cert_pem: bytes, bootstrap_key_pem: bytes,
-                 root_pem: bytes, trust_domain: str = "cluster.local",
+                 root_pem: bytes, trust_domain: str = mesh.DEFAULT_TRUST_DOMAIN,
                  ttl_seconds: int | None = None) -> None:
         u = urlsplit(ca_url)
         if u.scheme != "https" or not u.hostname or not u.port:
@@ -310,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dir", required=True, help="CA directory (root-cert.pem, root-key.pem)")
     p.add_argument("--listen", required=True, help="IP:PORT")
     p.add_argument("--pods-by-node", required=True, help='JSON {"node": [["ns","sa"], ...]}')
-    p.add_argument("--trust-domain", default="cluster.local")
+    p.add_argument("--trust-domain", default=mesh.DEFAULT_TRUST_DOMAIN)
     p.add_argument("--max-ttl", type=int, default=DEFAULT_TTL, help="seconds")
     a = p.parse_args(argv)
     host, _, port = a.listen.rpartition(":")

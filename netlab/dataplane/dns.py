@@ -41,9 +41,10 @@ import dns.rdatatype
 import dns.rrset
 
 from netlab.dataplane.apps._log import addr, log
+from netlab.mesh import DNS_DOMAIN
 
 DEFAULT_TTL = 5
-DEFAULT_DOMAIN = "cluster.local"
+DEFAULT_DOMAIN = DNS_DOMAIN
 UDP_PLAIN_MAX = 512
 TCP_IDLE = 30.0
 

@@ -24,11 +24,12 @@ from typing import Awaitable, Callable
 
 from cryptography import x509
 
+from netlab import mesh
 from netlab.dataplane import tlsutil
 
 log = logging.getLogger(__name__)
 
-ZTUNNEL_NAMESPACE = "istio-system"
+ZTUNNEL_NAMESPACE = mesh.ROOT_NAMESPACE
 ZTUNNEL_SERVICE_ACCOUNT = "ztunnel"
 NODE_URI_PREFIX = "netlab://node/"
 
@@ -50,17 +51,16 @@ class Identity:
     service_account: str
 
     def __str__(self) -> str:
-        return f"spiffe://{self.trust_domain}/ns/{self.namespace}/sa/{self.service_account}"
+        return mesh.spiffe_uri(self.trust_domain, self.namespace, self.service_account)
 
     @classmethod
     def parse(cls, uri: str) -> "Identity":
-        prefix = "spiffe://"
-        if not uri.startswith(prefix):
+        if not uri.startswith(mesh.SPIFFE_SCHEME):
             raise IdentityError(f"not a SPIFFE URI: {uri!r}")
-        parts = uri[len(prefix):].split("/")
-        if len(parts) != 5 or parts[1] != "ns" or parts[3] != "sa" or not all(parts):
+        parts = mesh.parse_spiffe_uri(uri)
+        if parts is None:
             raise IdentityError(f"not a spiffe://<td>/ns/<ns>/sa/<sa> URI: {uri!r}")
-        return cls(parts[0], parts[2], parts[4])
+        return cls(*parts)
 
     @property
     def is_ztunnel(self) -> bool:
@@ -84,7 +84,7 @@ def uri_sans(cert: x509.Certificate) -> list[str]:
 
 def spiffe_identity(cert: x509.Certificate) -> Identity:
     """The single SPIFFE URI SAN of a certificate; anything else is an error."""
-    found = [u for u in uri_sans(cert) if u.startswith("spiffe://")]
+    found = [u for u in uri_sans(cert) if u.startswith(mesh.SPIFFE_SCHEME)]
     if len(found) != 1:
         raise IdentityError(f"certificate has {len(found)} SPIFFE URI SANs, expected 1")
     return Identity.parse(found[0])

@@ -1,6 +1,6 @@
 """L4 policy as the server-side ztunnel applies it: PeerAuthentication and AuthorizationPolicy.
 
-Pure functions over the raw specs kept in `netlab.model.Resource`, so the same answer
+Pure functions over the raw specs of the snapshot's `Policy` objects, so the same answer
 can be tested without sockets and explained in a report. Every `Decision` carries a
 reason in plain words, because a lab's verdict must say *which* policy refused a
 connection and why a policy that looks relevant did not count (waypoint-only, L7, ...).
@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Literal, Sequence
 
-from netlab.model import Resource
+from netlab import mesh
+from netlab.snapshot import Policy, Workload
 
 Mode = Literal["STRICT", "PERMISSIVE"]
 
@@ -40,6 +41,14 @@ class Connection:
     dst_namespace: str
     dst_labels: dict = field(hash=False)
     dst_service_account: str
+
+    @classmethod
+    def to_workload(cls, src_ip: str, src_identity: str | None, dst_ip: str, dst_port: int,
+                    dst: Workload) -> "Connection":
+        """A connection to `dst`, the workload the server-side proxy serves."""
+        return cls(src_ip=src_ip, src_identity=src_identity, dst_ip=dst_ip, dst_port=dst_port,
+                   dst_namespace=dst.namespace, dst_labels=dict(dst.labels),
+                   dst_service_account=dst.service_account)
 
 
 @dataclass(frozen=True)
@@ -68,14 +77,14 @@ class _Peer:
 
 
 def parse_identity(identity: str | None) -> _Peer | None:
-    """Split spiffe://td/ns/N/sa/S; anything else counts as no identity."""
+    """Split spiffe://td/ns/N/sa/S (the scheme may be left off); anything else is no identity."""
     if not identity:
         return None
-    bare = identity.removeprefix("spiffe://")
-    parts = bare.split("/")
-    if len(parts) != 5 or parts[1] != "ns" or parts[3] != "sa":
+    bare = identity.removeprefix(mesh.SPIFFE_SCHEME)
+    parts = mesh.parse_spiffe_uri(mesh.SPIFFE_SCHEME + bare)
+    if parts is None:
         return None
-    return _Peer(bare, parts[2], parts[4])
+    return _Peer(bare, parts[1], parts[2])
 
 
 def wildcard_match(pattern: str, value: str) -> bool:
@@ -97,7 +106,7 @@ def ip_match(block: str, ip: str) -> bool:
         return False
 
 
-def _name(res: Resource) -> str:
+def _name(res: Policy) -> str:
     return f"{res.namespace}/{res.name}"
 
 
@@ -126,7 +135,7 @@ class _Matcher:
 
     # --- identity-based predicates: never true without an identity -------------------
     def principal(self, pat: str) -> bool:
-        return self.peer is not None and wildcard_match(pat.removeprefix("spiffe://"), self.peer.principal)
+        return self.peer is not None and wildcard_match(pat.removeprefix(mesh.SPIFFE_SCHEME), self.peer.principal)
 
     def namespace(self, pat: str) -> bool:
         return self.peer is not None and wildcard_match(pat, self.peer.namespace)
@@ -206,7 +215,7 @@ def rule_has_l7(rule: dict[str, Any]) -> bool:
 class Evaluator:
     """The policy view of one destination ztunnel, built once per config change."""
 
-    def __init__(self, resources: list[Resource], root_namespace: str = "istio-system") -> None:
+    def __init__(self, resources: Sequence[Policy], root_namespace: str = mesh.ROOT_NAMESPACE) -> None:
         self.root_namespace = root_namespace
         self.peer_auths = [r for r in resources if r.kind == "PeerAuthentication"]
         self.authz = [r for r in resources if r.kind == "AuthorizationPolicy"]
@@ -238,9 +247,9 @@ class Evaluator:
     def peer_auth_mode(self, namespace: str, labels: dict[str, str], port: int) -> Mode:
         return self.peer_auth(namespace, labels, port).mode
 
-    def _peer_auth_chain(self, namespace: str, labels: dict[str, str]) -> list[tuple[str, Resource]]:
+    def _peer_auth_chain(self, namespace: str, labels: dict[str, str]) -> list[tuple[str, Policy]]:
         """At most one policy per scope; with several, the first declared wins (Istio: oldest)."""
-        def first(pred: Any) -> Resource | None:
+        def first(pred: Any) -> Policy | None:
             return next((r for r in self.peer_auths if pred(r)), None)
 
         root = self.root_namespace
@@ -263,8 +272,8 @@ class Evaluator:
     def authorize(self, conn: Connection) -> Decision:
         """§6 order: matching DENY → deny; no ALLOW applies → allow; matching ALLOW → allow; else deny."""
         notes: list[str] = []
-        allows: list[Resource] = []
-        denies: list[Resource] = []
+        allows: list[Policy] = []
+        denies: list[Policy] = []
         for res in self.authz:
             if not self._in_scope(res, conn):
                 continue
@@ -299,12 +308,12 @@ class Evaluator:
         return Decision(False, _join(f"denied: no ALLOW policy matched (ALLOW policies: {names})", notes),
                         None)
 
-    def _in_scope(self, res: Resource, conn: Connection) -> bool:
+    def _in_scope(self, res: Policy, conn: Connection) -> bool:
         if res.namespace not in (self.root_namespace, conn.dst_namespace):
             return False
         return _selects(res.spec or {}, conn.dst_labels)
 
-    def _matching_rule(self, res: Resource, conn: Connection, deny: bool) -> int | None:
+    def _matching_rule(self, res: Policy, conn: Connection, deny: bool) -> int | None:
         """Index of the first matching rule. No rules at all matches nothing (`spec: {}`)."""
         matcher = _Matcher(conn, res.namespace, deny)
         for i, rule in enumerate((res.spec or {}).get("rules") or []):

@@ -4,7 +4,8 @@ The labs reproduce Kiali bugs that hinge on *which reporter* emits *which labels
 series here carry the full Istio label set, `unknown` for anything missing, and the
 constant `app="ztunnel"`. A custom collector (not `prometheus_client.Counter`) keeps the
 exposition exactly as ztunnel's: the four `*_total` counters and no `_created` samples,
-without touching prometheus_client's process-wide settings.
+without touching prometheus_client's process-wide settings. Peers are the snapshot's
+`Workload`s, whose canonical service and revision follow Istio's label precedence.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
+
+from netlab import mesh
+from netlab.snapshot import Workload
 
 UNKNOWN = "unknown"
 
@@ -45,44 +49,6 @@ METRICS = {
     "sent": ("istio_tcp_sent_bytes", "The size of total bytes sent during response in case of a TCP connection"),
     "received": ("istio_tcp_received_bytes", "The size of total bytes received during request in case of a TCP connection"),
 }
-
-
-@dataclass(frozen=True)
-class Workload:
-    """The peer as telemetry names it: deployment name, canonical service and revision."""
-
-    name: str
-    namespace: str
-    service_account: str
-    app: str | None
-    version: str | None
-    canonical_service: str
-    canonical_revision: str
-    cluster: str = "Kubernetes"
-    trust_domain: str = "cluster.local"
-    ip: str = ""
-
-    @property
-    def identity(self) -> str:
-        return f"spiffe://{self.trust_domain}/ns/{self.namespace}/sa/{self.service_account}"
-
-    @classmethod
-    def from_pod(cls, namespace: str, pod_name: str, deployment: str | None, service_account: str,
-                 labels: dict[str, str], trust_domain: str = "cluster.local", ip: str = "") -> "Workload":
-        """Derive canonical service/revision with Istio's label precedence.
-
-        The workload name is the deployment (what Kiali draws as a node); a bare pod
-        falls back to its own name.
-        """
-        name = deployment or pod_name
-        canonical = (labels.get("service.istio.io/canonical-name")
-                     or labels.get("app.kubernetes.io/name") or labels.get("app") or name)
-        revision = (labels.get("service.istio.io/canonical-revision")
-                    or labels.get("app.kubernetes.io/version") or labels.get("version") or "latest")
-        return cls(name=name, namespace=namespace, service_account=service_account,
-                   app=labels.get("app"), version=labels.get("version"),
-                   canonical_service=canonical, canonical_revision=revision,
-                   trust_domain=trust_domain, ip=ip)
 
 
 @dataclass
@@ -113,13 +79,13 @@ def _side(prefix: str, w: Workload | None) -> dict[str, str]:
         return {f"{prefix}_{k}": UNKNOWN for k in ("workload", "canonical_service", "canonical_revision",
                                                     "workload_namespace", "app", "version", "cluster")}
     return {
-        f"{prefix}_workload": _v(w.name),
+        f"{prefix}_workload": _v(w.workload_name),
         f"{prefix}_canonical_service": _v(w.canonical_service),
         f"{prefix}_canonical_revision": _v(w.canonical_revision),
         f"{prefix}_workload_namespace": _v(w.namespace),
         f"{prefix}_app": _v(w.canonical_service),
         f"{prefix}_version": _v(w.canonical_revision),
-        f"{prefix}_cluster": _v(w.cluster),
+        f"{prefix}_cluster": mesh.TELEMETRY_CLUSTER,
     }
 
 
@@ -208,12 +174,12 @@ class ZtunnelTelemetry:
             "time": datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z"),
             "scope": "access", "message": message,
             "src.addr": rec.src_addr,
-            "src.workload": rec.src.name if rec.src else None,
+            "src.workload": rec.src.workload_name if rec.src else None,
             "src.namespace": rec.src.namespace if rec.src else None,
             "src.identity": rec.src_identity if mtls else None,
             "dst.addr": rec.dst_addr, "dst.hbone_addr": rec.hbone_addr,
             "dst.service": rec.dst_service,
-            "dst.workload": rec.dst.name if rec.dst else None,
+            "dst.workload": rec.dst.workload_name if rec.dst else None,
             "dst.namespace": rec.dst.namespace if rec.dst else None,
             "dst.identity": rec.dst_identity if mtls else None,
             "direction": rec.direction, **extra,
@@ -231,7 +197,7 @@ class ZtunnelTelemetry:
         """
         await serve_metrics(self.registry, sock)
 
-    async def serve(self, host: str, port: int = 15020) -> None:
+    async def serve(self, host: str, port: int = mesh.METRICS_PORT) -> None:
         sock = socket.create_server((host, port))
         await self.serve_metrics(sock)
 

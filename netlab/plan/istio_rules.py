@@ -15,31 +15,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
+from netlab import mesh
+from netlab.plan.profile import Capture
 from netlab.plan.state import IpRuleSpec, IpsetSpec, RouteSpec
 
-AmbientVersion = Literal["1.23", "1.24+"]
-
-# Ports (istio-cni cni/pkg/iptables, istio-iptables defaults).
-ZTUNNEL_OUTBOUND_PORT = 15001
-ZTUNNEL_INBOUND_PLAINTEXT_PORT = 15006
-ZTUNNEL_INBOUND_PORT = 15008  # HBONE; ztunnel listens here itself, never redirected
-DNS_CAPTURE_PORT = 15053
-SIDECAR_OUTBOUND_PORT = 15001
-SIDECAR_INBOUND_PORT = 15006
-SIDECAR_TUNNEL_PORT = 15008
-SIDECAR_PROXY_STATUS_PORT = "15020"  # istio-cni excludes it outbound by default
-
-# Marks. ztunnel sets SO_MARK 1337 on its own sockets; the connmark lets replies to
-# connections ztunnel accepted find their way back (and, in 1.23, route via table 100).
-INPOD_MARK = 0x539  # 1337
-INPOD_MASK = 0xFFF
-INPOD_TPROXY_MARK = 0x111
-INPOD_TPROXY_MASK = 0xFFF
-INPOD_RESTORE_MASK = 0xFFFFFFFF
-INPOD_ROUTE_TABLE = 100
-INPOD_RULE_PRIORITY = 32764
-SIDECAR_TPROXY_MARK = 1337  # istio-iptables InboundTProxyMark, written in decimal
-SIDECAR_LOOPBACK_MARK = 1338  # marks proxy-originated lo traffic in sidecar TPROXY mode
+# Ports and marks are the mesh's (netlab.mesh); the names here say which role each plays
+# in the rules.
+SIDECAR_PROXY_STATUS_PORT = str(mesh.METRICS_PORT)  # istio-cni excludes it outbound by default
+SIDECAR_EXCLUDE_INBOUND = tuple(str(p) for p in (mesh.ENVOY_STATS_PORT, mesh.HEALTH_PORT,
+                                                  mesh.METRICS_PORT))
+SIDECAR_TPROXY_MARK = mesh.PROXY_MARK  # istio-iptables InboundTProxyMark, written in decimal
+SIDECAR_LOOPBACK_MARK = mesh.SIDECAR_OUTBOUND_MARK  # proxy-originated lo traffic, TPROXY mode
 
 PROBE_SNAT_IP = "169.254.7.127"
 PROBE_IPSET_V4 = "istio-inpod-probes-v4"
@@ -51,9 +37,9 @@ PRERT, OUTPUT_CHAIN, POSTRT = "ISTIO_PRERT", "ISTIO_OUTPUT", "ISTIO_POSTRT"
 INBOUND, REDIRECT_CHAIN, IN_REDIRECT = "ISTIO_INBOUND", "ISTIO_REDIRECT", "ISTIO_IN_REDIRECT"
 DIVERT, TPROXY_CHAIN, OUTPUT_DNS = "ISTIO_DIVERT", "ISTIO_TPROXY", "ISTIO_OUTPUT_DNS"
 
-_MARK = f"0x{INPOD_MARK:x}/0x{INPOD_MASK:x}"
-_CONNMARK = f"0x{INPOD_TPROXY_MARK:x}/0x{INPOD_TPROXY_MASK:x}"
-_RESTORE = f"0x{INPOD_RESTORE_MASK:x}"
+_MARK = f"0x{mesh.PROXY_MARK:x}/0x{mesh.PROXY_MARK_MASK:x}"
+_CONNMARK = f"0x{mesh.CONN_MARK:x}/0x{mesh.CONN_MARK_MASK:x}"
+_RESTORE = f"0x{mesh.RESTORE_MASK:x}"
 
 
 class _Tables:
@@ -87,7 +73,7 @@ class _Tables:
 
 
 def render_ambient_inpod(
-    version: AmbientVersion,
+    capture: Capture,
     *,
     bypass_inbound: bool = False,
     dns_capture: bool = True,
@@ -98,15 +84,16 @@ def render_ambient_inpod(
     `bypass_inbound` is the `ambient.istio.io/bypass-inbound-capture` annotation (Istio's
     "ingress mode"); `dns_capture` is DNS proxying for this pod. Istio's `ingress.golden`
     is bypass *and* no DNS (its test case leaves DNS off), so tests pass both.
+    `capture` is the Istio profile's: "redirect" (1.24+) or "tproxy" (1.23).
     """
-    if version == "1.24+":
+    if capture == "redirect":
         return _ambient_redirect(bypass_inbound, dns_capture, probe_snat_ip)
-    if version == "1.23":
+    if capture == "tproxy":
         if bypass_inbound:
             # No 1.23 golden for it; rendering a guess would pass off unverified rules.
-            raise ValueError("bypass_inbound has no verified 1.23 rules; use 1.24+")
+            raise ValueError("bypass_inbound has no verified TPROXY (1.23) rules; use 1.24+")
         return _ambient_tproxy(dns_capture, probe_snat_ip)
-    raise ValueError(f"unknown ambient version {version!r}")
+    raise ValueError(f"unknown ambient capture {capture!r}")
 
 
 def _ambient_redirect(bypass: bool, dns: bool, probe: str) -> str:
@@ -125,14 +112,14 @@ def _ambient_redirect(bypass: bool, dns: bool, probe: str) -> str:
         t.add("nat", PRERT, f"-s {probe} -p tcp -m tcp -j ACCEPT")
     t.add("nat", OUTPUT_CHAIN, f"-d {probe} -p tcp -m tcp -j ACCEPT")
     if not bypass:
-        t.add("nat", PRERT, f"! -d {LOCALHOST} -p tcp ! --dport {ZTUNNEL_INBOUND_PORT} "
+        t.add("nat", PRERT, f"! -d {LOCALHOST} -p tcp ! --dport {mesh.HBONE_PORT} "
                             f"-m mark ! --mark {_MARK} -j REDIRECT "
-                            f"--to-ports {ZTUNNEL_INBOUND_PLAINTEXT_PORT}")
+                            f"--to-ports {mesh.INBOUND_PORT}")
     if dns:
         t.add("nat", OUTPUT_CHAIN, f"! -o lo -p udp -m mark ! --mark {_MARK} -m udp --dport 53 "
-                                   f"-j REDIRECT --to-port {DNS_CAPTURE_PORT}")
+                                   f"-j REDIRECT --to-port {mesh.DNS_PROXY_PORT}")
         t.add("nat", OUTPUT_CHAIN, f"! -d {LOCALHOST} -p tcp --dport 53 -m mark ! --mark {_MARK} "
-                                   f"-j REDIRECT --to-ports {DNS_CAPTURE_PORT}")
+                                   f"-j REDIRECT --to-ports {mesh.DNS_PROXY_PORT}")
     _ambient_nat_output_tail(t)
     if dns:
         # Separate conntrack zones for ztunnel<->upstream DNS (istio#33469).
@@ -154,7 +141,7 @@ def _ambient_nat_output_tail(t: _Tables) -> None:
     t.add("nat", OUTPUT_CHAIN, f"-p tcp -m mark --mark {_CONNMARK} -j ACCEPT")
     t.add("nat", OUTPUT_CHAIN, f"! -d {LOCALHOST} -o lo -j ACCEPT")
     t.add("nat", OUTPUT_CHAIN, f"! -d {LOCALHOST} -p tcp -m mark ! --mark {_MARK} -j REDIRECT "
-                               f"--to-ports {ZTUNNEL_OUTBOUND_PORT}")
+                               f"--to-ports {mesh.OUTBOUND_PORT}")
 
 
 def _ambient_tproxy(dns: bool, probe: str) -> str:
@@ -165,11 +152,11 @@ def _ambient_tproxy(dns: bool, probe: str) -> str:
     t.add("mangle", PRERT, f"-m mark --mark {_MARK} -j CONNMARK --set-xmark {_CONNMARK}")
     t.add("mangle", PRERT, f"-s {probe} -p tcp -m tcp -j ACCEPT")
     t.add("mangle", PRERT, f"! -d {LOCALHOST} -p tcp -i lo -j ACCEPT")
-    t.add("mangle", PRERT, f"-p tcp -m tcp --dport {ZTUNNEL_INBOUND_PORT} -m mark ! --mark {_MARK} "
-                           f"-j TPROXY --on-port {ZTUNNEL_INBOUND_PORT} --tproxy-mark {_CONNMARK}")
+    t.add("mangle", PRERT, f"-p tcp -m tcp --dport {mesh.HBONE_PORT} -m mark ! --mark {_MARK} "
+                           f"-j TPROXY --on-port {mesh.HBONE_PORT} --tproxy-mark {_CONNMARK}")
     t.add("mangle", PRERT, "-p tcp -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
     t.add("mangle", PRERT, f"! -d {LOCALHOST} -p tcp -m mark ! --mark {_MARK} -j TPROXY "
-                           f"--on-port {ZTUNNEL_INBOUND_PLAINTEXT_PORT} --tproxy-mark {_CONNMARK}")
+                           f"--on-port {mesh.INBOUND_PORT} --tproxy-mark {_CONNMARK}")
     t.add("mangle", OUTPUT_CHAIN, f"-m connmark --mark {_CONNMARK} -j CONNMARK --restore-mark "
                                   f"--nfmask {_RESTORE} --ctmask {_RESTORE}")
     t.new("nat", OUTPUT_CHAIN)
@@ -177,7 +164,7 @@ def _ambient_tproxy(dns: bool, probe: str) -> str:
     t.add("nat", OUTPUT_CHAIN, f"-d {probe} -p tcp -m tcp -j ACCEPT")
     if dns:  # 1.23 captured UDP DNS only, and without the mark exemption 1.24 added
         t.add("nat", OUTPUT_CHAIN, f"! -o lo -p udp -m udp --dport 53 -j REDIRECT "
-                                   f"--to-port {DNS_CAPTURE_PORT}")
+                                   f"--to-port {mesh.DNS_PROXY_PORT}")
     _ambient_nat_output_tail(t)
     return t.render()
 
@@ -191,27 +178,25 @@ def ambient_policy_routing(netns: str) -> tuple[list[IpRuleSpec], list[RouteSpec
     addLoopbackRoute and addInpodMarkIPRule before the REDIRECT rules), so netlab installs
     them in both versions; with REDIRECT they steer connmarked reply traffic to lo.
     """
-    rules = [IpRuleSpec(netns=netns, fwmark=INPOD_TPROXY_MARK, mask=INPOD_TPROXY_MASK,
-                        table=INPOD_ROUTE_TABLE, priority=INPOD_RULE_PRIORITY)]
-    routes = [RouteSpec(netns=netns, dst="0.0.0.0/0", dev="lo", table=INPOD_ROUTE_TABLE,
+    rules = [IpRuleSpec(netns=netns, fwmark=mesh.CONN_MARK, mask=mesh.CONN_MARK_MASK,
+                        table=mesh.INPOD_ROUTE_TABLE, priority=mesh.INPOD_RULE_PRIORITY)]
+    routes = [RouteSpec(netns=netns, dst="0.0.0.0/0", dev="lo", table=mesh.INPOD_ROUTE_TABLE,
                         type="local")]
     return rules, routes
 
 
-def render_ambient_hostprobe(version: AmbientVersion) -> str:
+def render_ambient_hostprobe(*, jump_first: bool) -> str:
     """Node-netns rule that SNATs kubelet probes to 169.254.7.127 so pods can exempt them.
 
-    1.24+ inserts the jump at the head of POSTROUTING (`-I POSTROUTING 1`), so it runs
-    before kube-proxy's masquerade; 1.23 appended it.
+    1.24+ inserts the jump at the head of POSTROUTING (`-I POSTROUTING 1`, `jump_first`),
+    so it runs before kube-proxy's masquerade; 1.23 appended it.
     """
     t = _Tables()
     t.new("nat", POSTRT)
-    if version == "1.24+":
+    if jump_first:
         t.insert("nat", "POSTROUTING", 1, f"-j {POSTRT}")
-    elif version == "1.23":
-        t.add("nat", "POSTROUTING", f"-j {POSTRT}")
     else:
-        raise ValueError(f"unknown ambient version {version!r}")
+        t.add("nat", "POSTROUTING", f"-j {POSTRT}")
     t.add("nat", POSTRT, f"-m owner --socket-exists -p tcp -m set --match-set {PROBE_IPSET_V4} "
                          f"dst -j SNAT --to-source {PROBE_SNAT_IP}")
     return t.render()
@@ -229,10 +214,10 @@ def hostprobe_ipset(netns: str, pod_ips: Iterable[str]) -> IpsetSpec:
 def render_sidecar(
     mode: Literal["REDIRECT", "TPROXY"] = "REDIRECT",
     *,
-    proxy_uid: int = 1337,
-    proxy_gid: int = 1337,
+    proxy_uid: int = mesh.PROXY_UID,
+    proxy_gid: int = mesh.PROXY_GID,
     inbound_ports: str = "*",
-    exclude_inbound: Sequence[str] = ("15090", "15021", "15020"),
+    exclude_inbound: Sequence[str] = SIDECAR_EXCLUDE_INBOUND,
     exclude_outbound_ports: Sequence[str] = (SIDECAR_PROXY_STATUS_PORT,),
     outbound_ranges_include: str = "*",
     outbound_ranges_exclude: Sequence[str] = (),
@@ -269,9 +254,9 @@ def render_sidecar(
     for ifname in exclude_interfaces:
         t.add("nat", "PREROUTING", f"-i {ifname} -j RETURN")
         t.add("nat", "OUTPUT", f"-o {ifname} -j RETURN")
-    t.add("nat", INBOUND, f"-p tcp --dport {SIDECAR_TUNNEL_PORT} -j RETURN")
-    t.add("nat", REDIRECT_CHAIN, f"-p tcp -j REDIRECT --to-ports {SIDECAR_OUTBOUND_PORT}")
-    t.add("nat", IN_REDIRECT, f"-p tcp -j REDIRECT --to-ports {SIDECAR_INBOUND_PORT}")
+    t.add("nat", INBOUND, f"-p tcp --dport {mesh.HBONE_PORT} -j RETURN")
+    t.add("nat", REDIRECT_CHAIN, f"-p tcp -j REDIRECT --to-ports {mesh.OUTBOUND_PORT}")
+    t.add("nat", IN_REDIRECT, f"-p tcp -j REDIRECT --to-ports {mesh.INBOUND_PORT}")
     if inbound_ports:
         if tproxy:
             _sidecar_tproxy_inbound(t, inbound_ports, excl_in, proxy_uid, proxy_gid)
@@ -285,8 +270,8 @@ def render_sidecar(
     dns = bool(dns_servers)
     for kind, ident in (("uid", proxy_uid), ("gid", proxy_gid)):
         # istio-iptables excludes 53 from the lo->inbound redirect for the uid rule only.
-        dports = "-m multiport ! --dports 53,15008" if dns and kind == "uid" else \
-            f"! --dport {SIDECAR_TUNNEL_PORT}"
+        dports = f"-m multiport ! --dports 53,{mesh.HBONE_PORT}" if dns and kind == "uid" else \
+            f"! --dport {mesh.HBONE_PORT}"
         t.add("nat", OUTPUT_CHAIN, f"-o lo ! -d {LOCALHOST} -p tcp {dports} "
                                    f"-m owner --{kind}-owner {ident} -j {IN_REDIRECT}")
         not_dns = "-p tcp ! --dport 53 " if dns else ""
@@ -323,7 +308,7 @@ def _sidecar_tproxy_inbound(t: _Tables, inbound_ports: str, excl: list[str],
     t.add("mangle", DIVERT, f"-j MARK --set-mark {mark}")
     t.add("mangle", DIVERT, "-j ACCEPT")
     t.add("mangle", TPROXY_CHAIN, f"! -d {LOCALHOST} -p tcp -j TPROXY "
-                                  f"--tproxy-mark {mark}/0xffffffff --on-port {SIDECAR_INBOUND_PORT}")
+                                  f"--tproxy-mark {mark}/0xffffffff --on-port {mesh.INBOUND_PORT}")
     t.add("mangle", "PREROUTING", f"-p tcp -j {INBOUND}")
     if inbound_ports == "*":
         # Same shape as REDIRECT mode, in mangle (no golden file covers exclusions here).
@@ -351,13 +336,13 @@ def _sidecar_tproxy_inbound(t: _Tables, inbound_ports: str, excl: list[str],
 def _sidecar_dns(t: _Tables, servers: Sequence[str], uid: int, gid: int) -> None:
     t.add("nat", OUTPUT_CHAIN, f"-j {OUTPUT_DNS}")
     for s in servers:
-        t.add("nat", OUTPUT_DNS, f"-p tcp --dport 53 -d {s}/32 -j REDIRECT --to-ports {DNS_CAPTURE_PORT}")
-        t.add("nat", OUTPUT_DNS, f"-p udp --dport 53 -d {s}/32 -j REDIRECT --to-port {DNS_CAPTURE_PORT}")
+        t.add("nat", OUTPUT_DNS, f"-p tcp --dport 53 -d {s}/32 -j REDIRECT --to-ports {mesh.DNS_PROXY_PORT}")
+        t.add("nat", OUTPUT_DNS, f"-p udp --dport 53 -d {s}/32 -j REDIRECT --to-port {mesh.DNS_PROXY_PORT}")
     t.new("raw", OUTPUT_DNS, INBOUND)
     t.add("raw", "OUTPUT", f"-j {OUTPUT_DNS}")
     for kind, ident in (("uid", uid), ("gid", gid)):
         t.add("raw", OUTPUT_DNS, f"-p udp --dport 53 -m owner --{kind}-owner {ident} -j CT --zone 1")
-        t.add("raw", OUTPUT_DNS, f"-p udp --sport {DNS_CAPTURE_PORT} -m owner --{kind}-owner {ident} "
+        t.add("raw", OUTPUT_DNS, f"-p udp --sport {mesh.DNS_PROXY_PORT} -m owner --{kind}-owner {ident} "
                                  f"-j CT --zone 2")
     t.add("raw", "PREROUTING", f"-j {INBOUND}")
     for s in servers:

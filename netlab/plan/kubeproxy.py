@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from netlab.plan.state import ServiceInfo, ServicePortInfo
+from netlab.snapshot import Service, ServicePort
 
 MASQ_MARK = "0x4000/0x4000"
 
@@ -23,7 +23,7 @@ def _chain(prefix: str, *parts: str) -> str:
     return prefix + base64.b32encode(digest).decode()[:16]
 
 
-def render_kube_proxy(services: list[ServiceInfo]) -> str:
+def render_kube_proxy(services: list[Service]) -> str:
     """iptables-restore text for the nat and filter tables of a node."""
     nat_chains: list[str] = ["KUBE-SERVICES", "KUBE-POSTROUTING", "KUBE-MARK-MASQ"]
     nat_rules: list[str] = [
@@ -58,7 +58,7 @@ def render_kube_proxy(services: list[ServiceInfo]) -> str:
     return "\n".join(out)
 
 
-def _service_port(svc: ServiceInfo, port: ServicePortInfo) -> tuple[list[str], list[str], list[str]]:
+def _service_port(svc: Service, port: ServicePort) -> tuple[list[str], list[str], list[str]]:
     proto = port.protocol.lower()
     pname = port.name or str(port.port)
     label = f"{svc.namespace}/{svc.name}:{pname}"

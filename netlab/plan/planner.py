@@ -12,28 +12,29 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass
 
+from netlab import mesh
 from netlab.errors import TopologyError
 from netlab.model import (API_SERVER_OFFSET, CLUSTER_DNS_OFFSET, FABRIC_CIDR, RESERVED_SERVICE_OFFSETS, Deployment,
                           Lab, Service)
 from netlab.plan import naming
-from netlab.topology.placement import eligible_nodes
+from netlab.plan.cluster_dns import dns_records, resolv_conf
 from netlab.plan.kubeproxy import render_kube_proxy
-from netlab.plan.state import (AddressSpec, BridgeSpec, DesiredState, EndpointInfo, NeighSpec,
-                               NetnsSpec, NodeInfo, PodInfo, ProcessSpec, ReadyCheck, RouteSpec,
-                               RulesetSpec, ServiceInfo, ServicePortInfo, SysctlSpec, VethSpec)
+from netlab.plan.modes import PlanContext, plan_modes
+from netlab.plan.options import PlanOptions
+from netlab.plan.profile import profile
+from netlab.plan.state import (AddressSpec, BridgeSpec, DesiredState, NeighSpec, NetnsSpec, NodeInfo,
+                               ProcessSpec, ReadyCheck, RouteSpec, RulesetSpec, SysctlSpec, VethSpec)
+from netlab.snapshot import Endpoint, ServicePort, Workload
+from netlab.snapshot import Service as ServiceSnapshot
+from netlab.topology.placement import eligible_nodes
 
-DNS_DOMAIN = "cluster.local"
 APP_IMAGES = {"netlab/http-echo": "http-echo", "netlab/tcp-echo": "tcp-echo",
               "netlab/reverse-proxy": "reverse-proxy"}
 DEFAULT_APP_PORT = 8080
 
-
-@dataclass(frozen=True)
-class PlanOptions:
-    python: str = "python3"  # interpreter for netlab's own processes (the venv's)
-    start_processes: bool = True
+# Re-exported for callers that planned before options and resolv.conf had modules of their own.
+__all__ = ["plan", "PlanOptions", "resolv_conf", "dns_records"]
 
 
 def plan(lab: Lab, options: PlanOptions = PlanOptions()) -> DesiredState:
@@ -44,8 +45,8 @@ def plan(lab: Lab, options: PlanOptions = PlanOptions()) -> DesiredState:
     _plan_dns(lab, state, options)
     if options.start_processes:
         _plan_apps(lab, state, options)
-    from netlab.plan.ambient import plan_ambient
-    plan_ambient(lab, state, options)
+    # Ambient today; the sidecar and the waypoint register beside it.
+    plan_modes(PlanContext(lab, state, options, profile(lab.istio_version)))
     return state
 
 
@@ -125,19 +126,20 @@ def _plan_pods(lab: Lab, state: DesiredState) -> None:
             state.routes.append(RouteSpec(ns, "default", via=naming.GATEWAY_IP, dev=naming.POD_IFNAME,
                                           onlink=True))
             state.routes.append(RouteSpec(node.netns, f"{ip}/32", dev=host_veth))
-            state.pods.append(PodInfo(
+            state.pods.append(Workload(
                 namespace=dep.namespace, name=name, deployment=dep.name, node=node_name, ip=ip,
                 netns=ns, labels=dict(dep.labels), annotations=dict(dep.annotations),
                 service_account=dep.service_account, host_veth=host_veth,
-                images=tuple(c.image for c in dep.containers)))
+                images=tuple(c.image for c in dep.containers),
+                tunnel=dep.labels.get(mesh.TUNNEL_LABEL) == "http"))
 
 
-def _selected(svc: Service, pods: list[PodInfo]) -> list[PodInfo]:
+def _selected(svc: Service, pods: list[Workload]) -> list[Workload]:
     return [p for p in pods if p.namespace == svc.namespace and svc.selector
             and all(p.labels.get(k) == v for k, v in svc.selector.items())]
 
 
-def _target_port(lab: Lab, pod: PodInfo, target: int | str) -> int | None:
+def _target_port(lab: Lab, pod: Workload, target: int | str) -> int | None:
     if isinstance(target, int):
         return target
     dep = next(d for d in lab.deployments if d.namespace == pod.namespace and d.name == pod.deployment)
@@ -169,21 +171,13 @@ def _plan_services(lab: Lab, state: DesiredState) -> None:
             for p in pods:
                 tp = _target_port(lab, p, sp.target_port)
                 if tp is not None:
-                    eps.append(EndpointInfo(p.key, p.ip, tp))
-            ports.append(ServicePortInfo(sp.name, sp.port, sp.protocol, sp.app_protocol, tuple(eps)))
-        state.services.append(ServiceInfo(svc.namespace, svc.name, vip, tuple(ports)))
+                    eps.append(Endpoint(p.key, p.ip, tp))
+            ports.append(ServicePort(port=sp.port, name=sp.name, protocol=sp.protocol,
+                                     app_protocol=sp.app_protocol, endpoints=tuple(eps)))
+        state.services.append(ServiceSnapshot(svc.namespace, svc.name, vip, tuple(ports)))
     rules = render_kube_proxy(state.services)
     for node in state.nodes:
         state.rulesets.append(RulesetSpec(node.netns, rules, owner="kube-proxy"))
-
-
-def resolv_conf(namespace: str, dns_ip: str) -> str:
-    search = f"{namespace}.svc.{DNS_DOMAIN} svc.{DNS_DOMAIN} {DNS_DOMAIN}"
-    return f"nameserver {dns_ip}\nsearch {search}\noptions ndots:5\n"
-
-
-def dns_records(state: DesiredState) -> dict[str, str]:
-    return {s.fqdn: s.vip for s in state.services}
 
 
 def _plan_dns(lab: Lab, state: DesiredState, options: PlanOptions) -> None:
@@ -194,7 +188,7 @@ def _plan_dns(lab: Lab, state: DesiredState, options: PlanOptions) -> None:
         return
 
     config = json.dumps({"listen": state.dns_ip, "netns": [n.netns for n in state.nodes],
-                         "records": dns_records(state), "ttl": 5}, indent=1)
+                         "records": dns_records(state.services), "ttl": 5}, indent=1)
     state.processes.append(ProcessSpec(
         name="dns", netns=naming.fabric_netns(lab.name),
         argv=(options.python, "-m", "netlab.dataplane.dns", "--config", "{config}"),

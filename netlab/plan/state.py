@@ -2,13 +2,16 @@
 
 Every object names the network namespace it lives in by its full netns name
 (`nl-<lab>-...`), so the applier never has to guess and a test can compare a plan
-with what `ip -n <netns> ...` shows.
+with what `ip -n <netns> ...` shows. Pods and Services are the snapshot classes
+(`netlab.snapshot`) the proxies load too: one shape from plan to dataplane.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
+
+from netlab.snapshot import Service, Workload
 
 NetnsRole = Literal["fabric", "node", "pod"]
 
@@ -124,53 +127,6 @@ class ProcessSpec:
 
 
 @dataclass(frozen=True)
-class PodInfo:
-    namespace: str
-    name: str
-    deployment: str
-    node: str
-    ip: str
-    netns: str
-    labels: dict[str, str]
-    annotations: dict[str, str]
-    service_account: str
-    host_veth: str  # the node-side end of the pod's veth
-    images: tuple[str, ...]
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-
-@dataclass(frozen=True)
-class EndpointInfo:
-    pod: str  # "ns/name"
-    ip: str
-    port: int
-
-
-@dataclass(frozen=True)
-class ServicePortInfo:
-    name: str | None
-    port: int
-    protocol: str
-    app_protocol: str | None
-    endpoints: tuple[EndpointInfo, ...]
-
-
-@dataclass(frozen=True)
-class ServiceInfo:
-    namespace: str
-    name: str
-    vip: str
-    ports: tuple[ServicePortInfo, ...]
-
-    @property
-    def fqdn(self) -> str:
-        return f"{self.name}.{self.namespace}.svc.cluster.local"
-
-
-@dataclass(frozen=True)
 class NodeInfo:
     name: str
     netns: str
@@ -193,6 +149,6 @@ class DesiredState:
     rulesets: list[RulesetSpec] = field(default_factory=list)
     processes: list[ProcessSpec] = field(default_factory=list)
     nodes: list[NodeInfo] = field(default_factory=list)
-    pods: list[PodInfo] = field(default_factory=list)
-    services: list[ServiceInfo] = field(default_factory=list)
+    pods: list[Workload] = field(default_factory=list)  # `mode` set once the modes enrolled them
+    services: list[Service] = field(default_factory=list)
     dns_ip: str = ""

@@ -20,9 +20,10 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from netlab.dataplane.ztunnel.dns_proxy import DNS_PROXY_PORT
+from netlab.mesh import DNS_PROXY_PORT
 from netlab.plan import iptables_text as it
 from netlab.plan.istio_rules import render_ambient_inpod
+from netlab.plan.profile import profile
 from tests.conftest import REPO, run_cli, stop_process
 
 pytestmark = pytest.mark.kernel
@@ -191,7 +192,7 @@ def iptables_save(netns: str) -> str:
 def test_inpod_rules_equal_rendered_golden(lab: dict[str, Any], pod: str) -> None:
     """(c) what the kernel holds in each ambient pod equals the rendering (and the golden)."""
     live = it.parse(iptables_save(lab["pods"][pod]["netns"]))
-    expected = it.parse(render_ambient_inpod(lab["version"], dns_capture=True))
+    expected = it.parse(render_ambient_inpod(profile(lab["version"]).ambient_capture, dns_capture=True))
     assert live == expected, it.diff(expected, live, ("rendered", "live"))
     # Istio's default rules for the version: DNS capture on (UDP :53 -> 15053; TCP too in 1.24+).
     golden = GOLDEN / ("ambient-inpod-1.23" if lab["version"] == "1.23" else "ambient-inpod-1.28") / "default.golden"

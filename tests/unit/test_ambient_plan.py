@@ -8,10 +8,14 @@ from pathlib import Path
 import pytest
 
 from netlab import topology
-from netlab.plan.ambient import enrolled
+from netlab.plan.modes.ambient import enrolled
 from netlab.plan.istio_rules import render_ambient_hostprobe, render_ambient_inpod
 from netlab.plan import iptables_text as it
-from netlab.plan.planner import PlanOptions, plan, resolv_conf
+from netlab.plan.cluster_dns import resolv_conf
+from netlab.plan.options import PlanOptions
+from netlab.plan.planner import plan
+from netlab.plan.profile import profile
+from netlab.snapshot import ProxySnapshot, from_json
 
 REPO = Path(__file__).resolve().parents[2]
 TOPO = REPO / "topologies" / "ambient-bookinfo.yaml"
@@ -69,7 +73,7 @@ def test_inpod_rules_and_policy_routing_only_for_enrolled_pods(planned) -> None:
     out = {p.netns for p in state.pods if not enrolled(lab, p)}
     ambient = [r for r in state.rulesets if r.owner == "istio-ambient"]
     assert {r.netns for r in ambient} == in_mesh
-    assert all(r.text == render_ambient_inpod("1.24+", bypass_inbound=False, dns_capture=True)
+    assert all(r.text == render_ambient_inpod("redirect", bypass_inbound=False, dns_capture=True)
                for r in ambient)
     assert not {r.netns for r in state.rulesets} & out
     rules = {r.netns: r for r in state.ip_rules}
@@ -85,7 +89,7 @@ def test_bypass_inbound_annotation_selects_ingress_rules(tmp_path: Path) -> None
     lab, state = _plan(tmp_path, text)
     by_ns = {r.netns: r.text for r in state.rulesets if r.owner == "istio-ambient"}
     ratings = [p for p in state.pods if p.deployment == "ratings"]
-    assert ratings and all(by_ns[p.netns] == render_ambient_inpod("1.24+", bypass_inbound=True,
+    assert ratings and all(by_ns[p.netns] == render_ambient_inpod("redirect", bypass_inbound=True,
                                                                   dns_capture=True) for p in ratings)
 
 
@@ -98,7 +102,7 @@ def test_hostprobe_in_nodes_with_ambient_pods_only(planned) -> None:
     assert sets == {k: v for k, v in expect.items() if v}
     probes = [r for r in state.rulesets if r.owner == "istio-hostprobe"]
     assert {r.netns for r in probes} == set(sets)
-    assert all(r.text == render_ambient_hostprobe("1.24+") for r in probes)
+    assert all(r.text == render_ambient_hostprobe(jump_first=True) for r in probes)
 
 
 def test_no_ambient_no_processes(tmp_path: Path) -> None:
@@ -123,11 +127,13 @@ def test_processes_ca_and_one_ztunnel_per_ambient_node(planned) -> None:
     ready = {(r.netns, r.port) for r in z1.ready}
     node1_mesh = {p.netns for p in state.pods if p.node == "node-1" and enrolled(lab, p)}
     assert ready == {(z1.netns, 15020)} | {(ns, 15008) for ns in node1_mesh}
-    cfg = json.loads(z1.config)
-    assert cfg["node"] == "node-1" and cfg["istio_version"] == "1.24+"
-    wl = {f"{w['namespace']}/{w['name']}": w for w in cfg["workloads"]}
-    assert wl["outside/sleep-0"]["in_mesh"] is False and wl["bookinfo/sleep-0"]["in_mesh"] is True
-    assert cfg["services"][0]["vip"] and cfg["services"][0]["ports"][0]["endpoints"]
+    cfg = from_json(ProxySnapshot, z1.config)
+    assert cfg.node == "node-1" and cfg.capture == "redirect" and cfg.proxy == "ztunnel"
+    wl = {w.key: w for w in cfg.workloads}
+    assert wl["outside/sleep-0"].mode == "" and wl["bookinfo/sleep-0"].mode == "ambient"
+    assert cfg.services[0].vip and cfg.services[0].ports[0].endpoints
+    assert {w.key for w in cfg.local_workloads("ambient")} == {
+        p.key for p in state.pods if p.node == "node-1" and enrolled(lab, p)}
 
 
 def test_no_processes_when_start_processes_false(tmp_path: Path) -> None:
@@ -139,7 +145,7 @@ def test_no_processes_when_start_processes_false(tmp_path: Path) -> None:
 def test_version_123_renders_tproxy_rules(tmp_path: Path) -> None:
     _, state = _plan(tmp_path, TOPO.read_text(), version="1.23")
     texts = {r.text for r in state.rulesets if r.owner == "istio-ambient"}
-    assert texts == {render_ambient_inpod("1.23", dns_capture=True)}
+    assert texts == {render_ambient_inpod("tproxy", dns_capture=True)}
     assert "TPROXY" in texts.pop()
 
 
@@ -162,5 +168,5 @@ def test_ztunnel_config_names_the_pods_resolver(planned) -> None:
     _, state = planned
     z1 = next(p for p in state.processes if p.name == "ztunnel/node-1")
     assert json.loads(z1.config)["dns"] == {"upstream": f"{state.dns_ip}:53",
-                                            "domain": "cluster.local"}
+                                            "domain": "cluster.local", "forward_in_pod": True}
     assert f"nameserver {state.dns_ip}\n" in resolv_conf("bookinfo", state.dns_ip)

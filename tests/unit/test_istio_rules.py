@@ -27,15 +27,15 @@ EMPTY_GOLDEN_ARGS = dict(inbound_ports="", exclude_inbound=(), exclude_outbound_
 
 # (golden file, our rendering). Each golden's IPv4 half is the first ruleset in it.
 CASES = {
-    "ambient-inpod-1.28/default.golden": lambda: ir.render_ambient_inpod("1.24+"),
-    "ambient-inpod-1.23/default.golden": lambda: ir.render_ambient_inpod("1.23"),
+    "ambient-inpod-1.28/default.golden": lambda: ir.render_ambient_inpod("redirect"),
+    "ambient-inpod-1.23/default.golden": lambda: ir.render_ambient_inpod("tproxy"),
     # Istio's "ingress" test case is bypass-inbound with DNS capture left off.
     "ambient-inpod-1.28/ingress.golden":
-        lambda: ir.render_ambient_inpod("1.24+", bypass_inbound=True, dns_capture=False),
+        lambda: ir.render_ambient_inpod("redirect", bypass_inbound=True, dns_capture=False),
     "ambient-inpod-1.28/dns_pod_disabled_and_on_globally.golden":
-        lambda: ir.render_ambient_inpod("1.24+", dns_capture=False),
-    "ambient-inpod-1.28/hostprobe.golden": lambda: ir.render_ambient_hostprobe("1.24+"),
-    "ambient-inpod-1.23/hostprobe.golden": lambda: ir.render_ambient_hostprobe("1.23"),
+        lambda: ir.render_ambient_inpod("redirect", dns_capture=False),
+    "ambient-inpod-1.28/hostprobe.golden": lambda: ir.render_ambient_hostprobe(jump_first=True),
+    "ambient-inpod-1.23/hostprobe.golden": lambda: ir.render_ambient_hostprobe(jump_first=False),
     "sidecar-1.28/basic.golden": lambda: ir.render_sidecar(),
     "sidecar-1.28/tproxy.golden": lambda: ir.render_sidecar("TPROXY", **TPROXY_GOLDEN_ARGS),
     "sidecar-1.28/empty.golden": lambda: ir.render_sidecar(**EMPTY_GOLDEN_ARGS),
@@ -111,7 +111,7 @@ def test_implicit_tcp_match_and_match_order() -> None:
 
 
 def _ambient() -> str:
-    return ir.render_ambient_inpod("1.24+")
+    return ir.render_ambient_inpod("redirect")
 
 
 def test_changed_port_is_detected() -> None:
@@ -180,13 +180,13 @@ def test_hostprobe_ipset() -> None:
 
 
 def test_probe_snat_ip_is_a_parameter() -> None:
-    text = ir.render_ambient_inpod("1.24+", probe_snat_ip="169.254.9.9")
+    text = ir.render_ambient_inpod("redirect", probe_snat_ip="169.254.9.9")
     assert "169.254.9.9" in text and "169.254.7.127" not in text
 
 
 def test_bypass_inbound_unverified_for_123() -> None:
     with pytest.raises(ValueError):
-        ir.render_ambient_inpod("1.23", bypass_inbound=True)
+        ir.render_ambient_inpod("tproxy", bypass_inbound=True)
 
 
 # -- steal + mesh detection ------------------------------------------------------------
@@ -226,8 +226,8 @@ def test_detect_mesh_on_goldens(name: str, expected: str) -> None:
 
 
 def test_detect_mesh_on_our_renderings() -> None:
-    assert sr.detect_mesh(ir.render_ambient_inpod("1.24+")) == "istio-ambient"
-    assert sr.detect_mesh(ir.render_ambient_inpod("1.23")) == "istio-ambient"
+    assert sr.detect_mesh(ir.render_ambient_inpod("redirect")) == "istio-ambient"
+    assert sr.detect_mesh(ir.render_ambient_inpod("tproxy")) == "istio-ambient"
     assert sr.detect_mesh(ir.render_sidecar()) == "istio-sidecar"
     assert sr.detect_mesh("") == "none"
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from netlab.dataplane.policy import Connection, Evaluator, parse_identity, wildcard_match
-from netlab.model import Resource
+from netlab.snapshot import Policy
 
 TD = "cluster.local"
 LABELS = {"app": "reviews", "version": "v1"}
@@ -21,22 +21,22 @@ def conn(identity: str | None = f"spiffe://{TD}/ns/front/sa/web", *, src_ip: str
                       dst_service_account="reviews")
 
 
-def ap(spec: dict[str, Any], ns: str = "back", name: str = "p") -> Resource:
-    return Resource(kind="AuthorizationPolicy", namespace=ns, name=name, spec=spec)
+def ap(spec: dict[str, Any], ns: str = "back", name: str = "p") -> Policy:
+    return Policy(kind="AuthorizationPolicy", namespace=ns, name=name, spec=spec)
 
 
-def pa(mode: str | None, ns: str = "back", name: str = "pa", **extra: Any) -> Resource:
+def pa(mode: str | None, ns: str = "back", name: str = "pa", **extra: Any) -> Policy:
     spec: dict[str, Any] = dict(extra)
     if mode is not None:
         spec["mtls"] = {"mode": mode}
-    return Resource(kind="PeerAuthentication", namespace=ns, name=name, spec=spec)
+    return Policy(kind="PeerAuthentication", namespace=ns, name=name, spec=spec)
 
 
-def allow_src(**source: Any) -> Resource:
+def allow_src(**source: Any) -> Policy:
     return ap({"action": "ALLOW", "rules": [{"from": [{"source": source}]}]})
 
 
-def allowed(policies: list[Resource], c: Connection | None = None) -> bool:
+def allowed(policies: list[Policy], c: Connection | None = None) -> bool:
     return Evaluator(policies).authorize(c or conn()).allowed
 
 
@@ -236,7 +236,7 @@ def test_deny_rule_with_l7_is_broadened() -> None:
 
 
 # --- PeerAuthentication ------------------------------------------------------------------
-def mode(policies: list[Resource], ns: str = "back", labels: dict[str, str] | None = None,
+def mode(policies: list[Policy], ns: str = "back", labels: dict[str, str] | None = None,
          port: int = 9080) -> str:
     return Evaluator(policies).peer_auth_mode(ns, LABELS if labels is None else labels, port)
 

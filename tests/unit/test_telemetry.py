@@ -20,23 +20,25 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from netlab.dataplane.telemetry import LABELS, ConnRecord, Workload, ZtunnelTelemetry
+from netlab.dataplane.telemetry import LABELS, ConnRecord, ZtunnelTelemetry
+from netlab.snapshot import Workload
 from tests.conftest import stop_process
 
 PROMETHEUS = "/usr/bin/prometheus"
 NAMES = {"istio_tcp_connections_opened", "istio_tcp_connections_closed",
          "istio_tcp_sent_bytes", "istio_tcp_received_bytes"}
 
-SLEEP = Workload.from_pod("front", "sleep-7d9-abc", "sleep", "sleep",
-                          {"app": "sleep", "version": "v1"}, "cluster.local", "10.1.0.5")
-REVIEWS = Workload.from_pod("back", "reviews-v2-xyz", "reviews-v2", "bookinfo-reviews",
-                            {"app": "reviews", "version": "v2"}, "cluster.local", "10.2.0.7")
+SLEEP = Workload("front", "sleep-7d9-abc", "sleep", deployment="sleep",
+                 labels={"app": "sleep", "version": "v1"}, ip="10.1.0.5")
+REVIEWS = Workload("back", "reviews-v2-xyz", "bookinfo-reviews", deployment="reviews-v2",
+                   labels={"app": "reviews", "version": "v2"}, ip="10.2.0.7")
+TD = "cluster.local"
 
 
 def outbound_hbone() -> ConnRecord:
     return ConnRecord(reporter="source", src=SLEEP, dst=REVIEWS, src_addr="10.1.0.5:40000",
                       dst_addr="10.2.0.7:15008", hbone_addr="10.2.0.7:9080",
-                      src_identity=SLEEP.identity, dst_identity=REVIEWS.identity,
+                      src_identity=SLEEP.identity(TD), dst_identity=REVIEWS.identity(TD),
                       security="mutual_tls", direction="outbound",
                       dst_service="reviews.back.svc.cluster.local")
 
@@ -44,7 +46,7 @@ def outbound_hbone() -> ConnRecord:
 def inbound_plain() -> ConnRecord:
     return ConnRecord(reporter="destination", src=None, dst=REVIEWS, src_addr="10.9.0.1:5555",
                       dst_addr="10.2.0.7:9080", hbone_addr=None, src_identity=None,
-                      dst_identity=REVIEWS.identity, security="unknown", direction="inbound")
+                      dst_identity=REVIEWS.identity(TD), security="unknown", direction="inbound")
 
 
 @pytest.fixture
@@ -58,15 +60,19 @@ def samples(t: ZtunnelTelemetry) -> dict[str, list[Any]]:
     return {f.name: f.samples for f in fams}
 
 
-def test_from_pod_canonical_precedence() -> None:
-    assert (SLEEP.name, SLEEP.canonical_service, SLEEP.canonical_revision) == ("sleep", "sleep", "v1")
-    w = Workload.from_pod("ns", "p", "dep", "sa", {"service.istio.io/canonical-name": "cn",
-                                                  "app.kubernetes.io/name": "kn", "app": "a",
-                                                  "app.kubernetes.io/version": "kv", "version": "v"})
-    assert (w.canonical_service, w.canonical_revision, w.app, w.version) == ("cn", "kv", "a", "v")
-    bare = Workload.from_pod("ns", "pod-1", None, "default", {})
-    assert (bare.name, bare.canonical_service, bare.canonical_revision) == ("pod-1", "pod-1", "latest")
-    assert bare.identity == "spiffe://cluster.local/ns/ns/sa/default"
+def test_canonical_precedence() -> None:
+    assert (SLEEP.workload_name, SLEEP.canonical_service, SLEEP.canonical_revision) == ("sleep", "sleep", "v1")
+    w = Workload("ns", "p", "sa", deployment="dep",
+                 labels={"service.istio.io/canonical-name": "cn", "app.kubernetes.io/name": "kn",
+                         "app": "a", "app.kubernetes.io/version": "kv", "version": "v"})
+    assert (w.workload_name, w.canonical_service, w.canonical_revision) == ("dep", "cn", "kv")
+    labels = dict(w.labels)
+    del labels["service.istio.io/canonical-name"], labels["app.kubernetes.io/version"]
+    w = Workload("ns", "p", "sa", deployment="dep", labels=labels)
+    assert (w.canonical_service, w.canonical_revision) == ("kn", "v")
+    bare = Workload("ns", "pod-1")
+    assert (bare.workload_name, bare.canonical_service, bare.canonical_revision) == ("pod-1", "pod-1", "latest")
+    assert bare.identity(TD) == "spiffe://cluster.local/ns/ns/sa/default"
 
 
 def test_outbound_hbone(tel: tuple[ZtunnelTelemetry, io.StringIO]) -> None:
@@ -95,7 +101,7 @@ def test_outbound_hbone(tel: tuple[ZtunnelTelemetry, io.StringIO]) -> None:
     assert s["istio_tcp_connections_closed"][0].value == 1
     opened_line, closed_line = (json.loads(x) for x in log.getvalue().splitlines())
     assert opened_line["message"] == "connection opened" and opened_line["scope"] == "access"
-    assert opened_line["src.identity"] == SLEEP.identity and opened_line["dst.hbone_addr"] == "10.2.0.7:9080"
+    assert opened_line["src.identity"] == SLEEP.identity(TD) and opened_line["dst.hbone_addr"] == "10.2.0.7:9080"
     assert opened_line["dst.addr"] == "10.2.0.7:15008" and opened_line["direction"] == "outbound"
     assert closed_line["message"] == "connection complete"
     assert (closed_line["bytes_recv"], closed_line["bytes_sent"]) == (100, 2500)

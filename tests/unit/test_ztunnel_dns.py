@@ -10,14 +10,14 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from netlab.dataplane.ztunnel.config import Endpoint, ServiceEntry
+from netlab.snapshot import Endpoint, Service, ServicePort
 from netlab.dataplane.ztunnel.dns_proxy import DnsProxy, NameTable, _parse_upstream
 
 EP = (Endpoint("bookinfo/ratings-0", "10.244.1.5", 9080),)
 SERVICES = [
-    ServiceEntry("bookinfo", "ratings", "10.96.0.11", 9080, EP),
-    ServiceEntry("bookinfo", "ratings", "10.96.0.11", 9443, EP),  # second port, same record
-    ServiceEntry("outside", "echo", "10.96.0.12", 8080, ()),
+    Service("bookinfo", "ratings", "10.96.0.11",
+            (ServicePort(9080, endpoints=EP), ServicePort(9443, endpoints=EP))),  # one record
+    Service("outside", "echo", "10.96.0.12", (ServicePort(8080),)),
 ]
 
 

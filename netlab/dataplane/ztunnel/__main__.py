@@ -9,27 +9,31 @@ import logging
 import signal
 import sys
 
-from netlab.dataplane.ztunnel import certs, hooks
-from netlab.dataplane.ztunnel.config import ZtunnelConfig
+from prometheus_client import CollectorRegistry
+
+from netlab import mesh
+from netlab.dataplane.policy import Evaluator
+from netlab.dataplane.telemetry import ZtunnelTelemetry
+from netlab.dataplane.ztunnel import certs
 from netlab.dataplane.ztunnel.proxy import PodProxy
 from netlab.dataplane.ztunnel.serve import serve_metrics, serve_readiness
+from netlab.snapshot import ProxySnapshot
 
-METRICS_PORT = 15020
-READINESS_PORT = 15021
+MODE = "ambient"  # the pods a ztunnel serves
 
 
-async def run(cfg: ZtunnelConfig) -> None:
-    telemetry = hooks.make_telemetry(cfg.node, sys.stdout)
-    policy = hooks.evaluator(cfg)
-    mgr = certs.cert_manager(cfg)
-    proxies = [PodProxy(p, cfg, mgr, telemetry, policy) for p in cfg.local_pods()]
+async def run(cfg: ProxySnapshot) -> None:
+    telemetry = ZtunnelTelemetry(CollectorRegistry(), cfg.node, sys.stdout)
+    policy = Evaluator(cfg.policies)
+    mgr = certs.cert_manager(cfg, MODE)
+    proxies = [PodProxy(p, cfg, mgr, telemetry, policy) for p in cfg.local_workloads(MODE)]
     for p in proxies:
         await p.start()
     # Metrics last: `up` waits on 15020, so it means "all pod listeners are open".
-    ready = await serve_readiness(READINESS_PORT)
-    metrics = serve_metrics(METRICS_PORT, telemetry)
-    logging.getLogger("ztunnel").info("ztunnel for node %s serving %d pods (istio %s)",
-                                      cfg.node, len(proxies), cfg.istio_version)
+    ready = await serve_readiness(mesh.HEALTH_PORT)
+    metrics = serve_metrics(mesh.METRICS_PORT, telemetry)
+    logging.getLogger("ztunnel").info("ztunnel for node %s serving %d pods (%s capture)",
+                                      cfg.node, len(proxies), cfg.capture)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -73,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=a.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tune_malloc()
-    asyncio.run(run(ZtunnelConfig.load(a.config)))
+    asyncio.run(run(ProxySnapshot.load(a.config)))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import os
 
 from netlab.dataplane.ca import CertClient, LabCA
 from netlab.dataplane.identity import CertManager
-from netlab.dataplane.ztunnel.config import ZtunnelConfig
+from netlab.snapshot import ProxySnapshot
 
 
 def _write(path: str, data: bytes, mode: int) -> None:
@@ -24,22 +24,22 @@ def _write(path: str, data: bytes, mode: int) -> None:
     os.replace(path + ".tmp", path)
 
 
-def bootstrap(cfg: ZtunnelConfig) -> tuple[bytes, bytes, bytes]:
+def bootstrap(cfg: ProxySnapshot) -> tuple[bytes, bytes, bytes]:
     """(cert, key, root) PEM for this node's ztunnel, also kept under its workdir."""
     os.makedirs(cfg.workdir, exist_ok=True)
-    ca = LabCA(cfg.ca_dir, cfg.trust_domain)
+    ca = LabCA(cfg.ca.dir, cfg.trust_domain)
     cert, key = ca.issue_bootstrap(cfg.node)
-    _write(cfg.bootstrap_cert, cert, 0o644)
-    _write(cfg.bootstrap_key, key, 0o600)
+    _write(cfg.bootstrap.cert, cert, 0o644)
+    _write(cfg.bootstrap.key, key, 0o600)
     return cert, key, ca.root_pem
 
 
-def cert_manager(cfg: ZtunnelConfig) -> CertManager:
-    """A manager fetching only through the CA API; prefetches every SA on this node."""
+def cert_manager(cfg: ProxySnapshot, mode: str) -> CertManager:
+    """A manager fetching only through the CA API; prefetches every SA of `mode` on this node."""
     cert, key, root = bootstrap(cfg)
-    client = CertClient(cfg.ca_url, cert, key, root, cfg.trust_domain)
+    client = CertClient(cfg.ca.url, cert, key, root, cfg.trust_domain)
     mgr = CertManager(client.fetch)
     mgr.start()
-    for sa in sorted({(w.namespace, w.service_account) for w in cfg.local_pods()}):
+    for sa in sorted({(w.namespace, w.service_account) for w in cfg.local_workloads(mode)}):
         mgr.prefetch(*sa)
     return mgr

@@ -30,12 +30,13 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from netlab.dataplane.dns import DEFAULT_DOMAIN, DEFAULT_TTL, Zone, formerr, normalize, serve_tcp_queries
+from netlab import mesh
+from netlab.dataplane.dns import DEFAULT_TTL, Zone, formerr, normalize, serve_tcp_queries
 from netlab.dataplane.ztunnel import sockets
-from netlab.dataplane.ztunnel.config import ServiceEntry
+from netlab.snapshot import Service
 
 log = logging.getLogger("ztunnel.dns")
-DNS_PROXY_PORT = 15053
+DNS_PROXY_PORT = mesh.DNS_PROXY_PORT
 LISTEN_IP = "127.0.0.1"  # where nat OUTPUT REDIRECT sends the app's queries
 # Shorter than glibc's 5 s per try: the client gets SERVFAIL rather than its own timeout.
 UPSTREAM_TIMEOUT = 2.5
@@ -53,10 +54,10 @@ class NameTable:
     with a CNAME saves the client the NXDOMAIN round trips.
     """
 
-    def __init__(self, services: Iterable[ServiceEntry], namespace: str,
-                 domain: str = DEFAULT_DOMAIN, ttl: int = DEFAULT_TTL) -> None:
+    def __init__(self, services: Iterable[Service], namespace: str,
+                 domain: str = mesh.DNS_DOMAIN, ttl: int = DEFAULT_TTL) -> None:
         records: dict[str, list[str]] = {}
-        for s in services:  # one ServiceEntry per port: one record per Service
+        for s in services:
             ips = records.setdefault(f"{s.name}.{s.namespace}.svc.{normalize(domain)}", [])
             if s.vip not in ips:
                 ips.append(s.vip)
@@ -252,7 +253,7 @@ def _max_size(query: dns.message.Message) -> int:
     return max(query.payload, UDP_PLAIN_MAX) if query.edns >= 0 else UDP_PLAIN_MAX
 
 
-def for_pod(netns: str, namespace: str, services: Iterable[ServiceEntry],
+def for_pod(netns: str, namespace: str, services: Iterable[Service],
             upstream: str | None, domain: str, forward_in_pod: bool) -> DnsProxy:
     """The DNS proxy of one pod.
 

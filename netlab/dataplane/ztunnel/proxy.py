@@ -11,18 +11,22 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import random
 import socket
 from typing import Any
 
+from netlab import mesh
 from netlab.dataplane import hbone
 from netlab.dataplane.identity import CertManager, Identity
-from netlab.dataplane.ztunnel import dns_proxy, hooks, sockets
-from netlab.dataplane.ztunnel.config import WorkloadInfo, ZtunnelConfig
+from netlab.dataplane.policy import Connection, Evaluator
+from netlab.dataplane.telemetry import ConnRecord, ZtunnelTelemetry
+from netlab.dataplane.ztunnel import dns_proxy, sockets
 from netlab.dataplane.ztunnel.relay import STREAM_LIMIT, CountingReader, CountingWriter, pipe
+from netlab.snapshot import Endpoint, ProxySnapshot, ServicePort, Workload
 
 log = logging.getLogger("ztunnel")
-OUTBOUND, INBOUND_PLAIN, INBOUND_HBONE = 15001, 15006, 15008
-OWN_PORTS = (OUTBOUND, INBOUND_PLAIN, INBOUND_HBONE)
+OUTBOUND, INBOUND_PLAIN, INBOUND_HBONE = mesh.OUTBOUND_PORT, mesh.INBOUND_PORT, mesh.HBONE_PORT
+OWN_PORTS = mesh.ZTUNNEL_POD_PORTS
 CONNECT_TIMEOUT = 10.0
 
 
@@ -30,27 +34,29 @@ def _addr(a: Any) -> str:
     return f"{a[0]}:{a[1]}" if a else ""
 
 
-def _flags(rec: Any, flags: str) -> Any:
-    try:
-        return dataclasses.replace(rec, response_flags=flags)
-    except TypeError:
-        return rec
+def _flags(rec: ConnRecord, flags: str) -> ConnRecord:
+    return dataclasses.replace(rec, response_flags=flags)
+
+
+def pick(port: ServicePort) -> Endpoint | None:
+    """ztunnel load-balances a VIP itself, before kube-proxy sees it: one random endpoint."""
+    return random.choice(port.endpoints) if port.endpoints else None
 
 
 class PodProxy:
     """ztunnel's in-pod proxy instance for one workload on this node."""
 
-    def __init__(self, pod: WorkloadInfo, cfg: ZtunnelConfig, certs: CertManager,
-                 telemetry: Any, policy: Any) -> None:
+    def __init__(self, pod: Workload, cfg: ProxySnapshot, certs: CertManager,
+                 telemetry: ZtunnelTelemetry, policy: Evaluator) -> None:
         self.pod, self.cfg, self.certs, self.tel, self.policy = pod, cfg, certs, telemetry, policy
         self.td = cfg.trust_domain
         self.identity = pod.identity(self.td)
-        self.tproxy = cfg.istio_version == "1.23"
+        self.tproxy = cfg.capture == "tproxy"
         self.pool = hbone.HbonePool(self._client_ctx, sock_factory=lambda _dst: sockets.outbound_socket(pod.netns))
         self._servers: list[asyncio.AbstractServer] = []
         self._hbone: hbone.HboneServer | None = None
-        self.dns = dns_proxy.for_pod(pod.netns, pod.namespace, cfg.services, cfg.dns_upstream,
-                                     cfg.cluster_domain, forward_in_pod=not self.tproxy)
+        self.dns = dns_proxy.for_pod(pod.netns, pod.namespace, cfg.services, cfg.dns.upstream,
+                                     cfg.dns.domain, forward_in_pod=cfg.dns.forward_in_pod)
 
     async def start(self) -> None:
         await self.dns.start()  # first, so 15008 being ready (the planner's check) means DNS is too
@@ -77,10 +83,7 @@ class PodProxy:
 
     def _inbound_service(self, port: int) -> str | None:
         svc = self.cfg.inbound_service(self.pod, port)
-        return svc.hostname if svc else None
-
-    def _wl(self, w: WorkloadInfo | None) -> Any:
-        return hooks.workload(w, self.td)
+        return svc.fqdn if svc else None
 
     # --- outbound (15001) ------------------------------------------------------------
     async def _outbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -91,35 +94,34 @@ class PodProxy:
             writer.close()
             return
         target, dst_wl = dst, self.cfg.workload_by_ip(dst[0])
-        svc = self.cfg.service_at(*dst)
-        if svc is not None:
-            ep = self.cfg.pick(svc)
+        hit = self.cfg.service_at(*dst)
+        service = hit[0].fqdn if hit else None
+        if hit is not None:
+            ep = pick(hit[1])
             if ep is None:
-                log.info("no endpoints for %s (%s)", svc.hostname, _addr(dst))
+                log.info("no endpoints for %s (%s)", service, _addr(dst))
                 writer.close()
                 return
             target, dst_wl = (ep.ip, ep.port), self.cfg.workload_by_ip(ep.ip)
-        service = svc.hostname if svc else None
-        if dst_wl is not None and dst_wl.hbone_capable:
+        if dst_wl is not None and dst_wl.speaks_hbone:
             await self._outbound_hbone(reader, writer, client, target, dst_wl, service)
         else:
             await self._passthrough(reader, writer, client, target, dst_wl, service)
 
     async def _outbound_hbone(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                              client: Any, target: tuple[str, int], dst_wl: WorkloadInfo,
+                              client: Any, target: tuple[str, int], dst_wl: Workload,
                               service: str | None) -> None:
         authority = _addr(target)
         dst_id = dst_wl.identity(self.td)
-        rec = hooks.record(reporter="source", src=self._wl(self.pod), dst=self._wl(dst_wl),
-                           src_addr=_addr(client), dst_addr=f"{dst_wl.ip}:{INBOUND_HBONE}",
-                           hbone_addr=authority, src_identity=self.identity, dst_identity=dst_id,
-                           security="mutual_tls", direction="outbound", dst_service=service)
+        rec = ConnRecord(reporter="source", src=self.pod, dst=dst_wl,
+                         src_addr=_addr(client), dst_addr=f"{dst_wl.ip}:{INBOUND_HBONE}",
+                         hbone_addr=authority, src_identity=self.identity, dst_identity=dst_id,
+                         security="mutual_tls", direction="outbound", dst_service=service)
         self.tel.opened(rec)
-        w = self._wl(self.pod)
         headers = hbone.make_headers(forwarded_for=(client[0], client[1]), baggage={
-            "k8s.cluster.name": hooks.CLUSTER, "k8s.namespace.name": self.pod.namespace,
-            "k8s.deployment.name": self.pod.deployment, "service.name": w.canonical_service,
-            "service.version": w.canonical_revision})
+            "k8s.cluster.name": mesh.TELEMETRY_CLUSTER, "k8s.namespace.name": self.pod.namespace,
+            "k8s.deployment.name": self.pod.deployment, "service.name": self.pod.canonical_service,
+            "service.version": self.pod.canonical_revision})
         try:
             stream = await self.pool.connect((dst_wl.ip, INBOUND_HBONE), authority, self.identity,
                                              dst_id, headers)
@@ -137,12 +139,12 @@ class PodProxy:
         await hbone.relay(stream, down_r, down_w)  # type: ignore[arg-type]
 
     async def _passthrough(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                           client: Any, target: tuple[str, int], dst_wl: WorkloadInfo | None,
+                           client: Any, target: tuple[str, int], dst_wl: Workload | None,
                            service: str | None) -> None:
-        rec = hooks.record(reporter="source", src=self._wl(self.pod), dst=self._wl(dst_wl),
-                           src_addr=_addr(client), dst_addr=_addr(target), hbone_addr=None,
-                           src_identity=self.identity, dst_identity=None, security="unknown",
-                           direction="outbound", dst_service=service)
+        rec = ConnRecord(reporter="source", src=self.pod, dst=dst_wl,
+                         src_addr=_addr(client), dst_addr=_addr(target), hbone_addr=None,
+                         src_identity=self.identity, dst_identity=None, security="unknown",
+                         direction="outbound", dst_service=service)
         self.tel.opened(rec)
         sock = sockets.outbound_socket(self.pod.netns)
         try:
@@ -175,14 +177,14 @@ class PodProxy:
         if target is None or target[0] != self.pod.ip or target[1] in OWN_PORTS:
             return 400
         src_ip = peer[0]
-        rec = hooks.record(reporter="destination", src=self._wl(self.cfg.workload_by_ip(src_ip)),
-                           dst=self._wl(self.pod), src_addr=_addr(peer),
-                           dst_addr=f"{self.pod.ip}:{INBOUND_HBONE}", hbone_addr=authority,
-                           src_identity=peer_identity, dst_identity=self.identity,
-                           security="mutual_tls", direction="inbound",
-                           dst_service=self._inbound_service(target[1]))
+        rec = ConnRecord(reporter="destination", src=self.cfg.workload_by_ip(src_ip),
+                         dst=self.pod, src_addr=_addr(peer),
+                         dst_addr=f"{self.pod.ip}:{INBOUND_HBONE}", hbone_addr=authority,
+                         src_identity=peer_identity, dst_identity=self.identity,
+                         security="mutual_tls", direction="inbound",
+                         dst_service=self._inbound_service(target[1]))
         self.tel.opened(rec)
-        decision = self.policy.authorize(hooks.connection(src_ip, peer_identity, target[0], target[1], self.pod))
+        decision = self.policy.authorize(Connection.to_workload(src_ip, peer_identity, target[0], target[1], self.pod))
         if not decision.allowed:
             self.tel.closed(_flags(rec, "DENY"), 0, 0, error=f"policy rejection: {decision.reason}")
             return 401
@@ -201,17 +203,17 @@ class PodProxy:
         if dst[1] in OWN_PORTS:
             writer.close()
             return
-        rec = hooks.record(reporter="destination", src=self._wl(self.cfg.workload_by_ip(client[0])),
-                           dst=self._wl(self.pod), src_addr=_addr(client), dst_addr=_addr(dst),
-                           hbone_addr=None, src_identity=None, dst_identity=self.identity,
-                           security="unknown", direction="inbound",
-                           dst_service=self._inbound_service(dst[1]))
+        rec = ConnRecord(reporter="destination", src=self.cfg.workload_by_ip(client[0]),
+                         dst=self.pod, src_addr=_addr(client), dst_addr=_addr(dst),
+                         hbone_addr=None, src_identity=None, dst_identity=self.identity,
+                         security="unknown", direction="inbound",
+                         dst_service=self._inbound_service(dst[1]))
         self.tel.opened(rec)
         mode = self.policy.peer_auth_mode(self.pod.namespace, self.pod.labels, dst[1])
         if mode == "STRICT":
             decision_error = "connection closed due to policy: PeerAuthentication STRICT needs mTLS"
         else:
-            d = self.policy.authorize(hooks.connection(client[0], None, self.pod.ip, dst[1], self.pod))
+            d = self.policy.authorize(Connection.to_workload(client[0], None, self.pod.ip, dst[1], self.pod))
             decision_error = None if d.allowed else f"policy rejection: {d.reason}"
         if decision_error:
             self.tel.closed(_flags(rec, "DENY"), 0, 0, error=decision_error)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import socket
 import struct
 
+from netlab import mesh
 from netlab.kernel import netns as nsmod
 
 SO_MARK = 36
 IP_TRANSPARENT = 19
 IP_FREEBIND = 15
 SO_ORIGINAL_DST = 80
-ZTUNNEL_MARK = 0x539
+ZTUNNEL_MARK = mesh.PROXY_MARK
 _pod_netns = nsmod.KeptOpen()  # this process lives exactly as long as the lab
 
 

@@ -1,0 +1,51 @@
+"""What an Istio version changes in the dataplane, decoded once from the Lab header.
+
+Why a profile: the version string used to be compared in the rule renderers, the
+planner and ztunnel, each re-deciding what "1.23" means. Now the planner reads the
+profile's fields and hands them on (to the renderers as arguments, to the proxies in
+their config snapshot); nobody else reads the version string. A new version is a new
+entry in `PROFILES`.
+
+Sources: istio/istio PR #52622 (REDIRECT replaced TPROXY in 1.24; TPROXY removed in
+1.25) and the ambient-inpod golden files of 1.23 and 1.28 (mesh-facts §1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from netlab.snapshot import Capture
+
+
+@dataclass(frozen=True)
+class IstioProfile:
+    version: str  # for people (logs, reports); code decides on the fields below
+    ambient_capture: Capture  # how istio-cni sends a pod's traffic to ztunnel
+    bypass_inbound_supported: bool  # ambient.istio.io/bypass-inbound-capture has verified rules
+    hostprobe_jump_first: bool  # the node's POSTROUTING jump is inserted at 1 (else appended)
+    dns_tcp_capture: bool  # TCP :53 is redirected to the DNS proxy, not only UDP
+    dns_capture_exempts_proxy_mark: bool  # the DNS redirect skips 0x539, so the proxy may
+    #                                       forward DNS from inside the pod
+
+    @property
+    def listener_transparent(self) -> bool:
+        """TPROXY delivers to a listener only with IP_TRANSPARENT set."""
+        return self.ambient_capture == "tproxy"
+
+
+PROFILES: dict[str, IstioProfile] = {
+    "1.23": IstioProfile(version="1.23", ambient_capture="tproxy", bypass_inbound_supported=False,
+                         hostprobe_jump_first=False, dns_tcp_capture=False,
+                         dns_capture_exempts_proxy_mark=False),
+    "1.24+": IstioProfile(version="1.24+", ambient_capture="redirect", bypass_inbound_supported=True,
+                          hostprobe_jump_first=True, dns_tcp_capture=True,
+                          dns_capture_exempts_proxy_mark=True),
+}
+
+
+def profile(version: str) -> IstioProfile:
+    """The profile of a Lab's `istio_version`; the topology parser has already checked it."""
+    try:
+        return PROFILES[version]
+    except KeyError:
+        raise ValueError(f"unknown Istio version {version!r}; known: {', '.join(PROFILES)}") from None
