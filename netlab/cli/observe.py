@@ -39,8 +39,7 @@ def trace(lab: str, command: tuple[str, ...], pod: str | None, port: int | None,
     if command and command[0] == "--":
         command = command[1:]
     require_root()
-    say = lambda msg: err().print(escape(msg), highlight=False)  # noqa: E731
-    t = trace_lab(lab, pod=pod, argv=command, port=port, pcap_dir=pcap, duration=duration, say=say)
+    t = trace_lab(lab, pod=pod, argv=command, port=port, pcap_dir=pcap, duration=duration, say=_say)
     if t.command is not None:
         # The command's output never mixes with JSON lines on stdout.
         target = sys.stderr.buffer if as_json else sys.stdout.buffer
@@ -56,6 +55,10 @@ def trace(lab: str, command: tuple[str, ...], pod: str | None, port: int | None,
     if t.command is not None:
         err().print(f"command exited with code {t.command.returncode}", highlight=False)
         sys.exit(t.command.returncode)
+
+
+def _say(msg: str) -> None:
+    err().print(escape(msg), highlight=False)
 
 
 def _print_json_lines(t: LabTrace) -> None:
