@@ -6,10 +6,13 @@ import itertools
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+
+from netlab.model import Lab
 
 REPO = Path(__file__).resolve().parents[1]
 NETLAB = str(Path(sys.executable).parent / "netlab")
@@ -63,3 +66,27 @@ def up_lab(lab_name: str) -> Iterator[Callable[..., str]]:
     for name in built:
         if os.path.isdir(f"/run/netlab/{name}"):
             run_cli("down", name)
+
+
+@pytest.fixture
+def build_lab(lab_name: str) -> Iterator[Callable[..., str]]:
+    """build_lab(lab, name=None) builds a model.Lab with `lifecycle.up`, the API labs and
+    benches use, under this test's unique name; teardown always removes it.
+
+    For tests that vary a lab (load a base file, `dataclasses.replace` what differs);
+    tests of the command line itself build through `up_lab` instead.
+    """
+    from netlab.kernel import lifecycle
+
+    built: list[str] = []
+
+    def build(lab: Lab, name: str | None = None) -> str:
+        name = name or lab_name
+        built.append(name)
+        lifecycle.up(replace(lab, name=name))
+        return name
+
+    yield build
+    for name in built:
+        if os.path.isdir(f"/run/netlab/{name}"):
+            lifecycle.down(name)

@@ -1,8 +1,9 @@
 """Ambient end to end, judged on evidence outside ztunnel: what the echo app saw, what
 crossed a node's eth0 (tcpdump), and what iptables-save prints inside the pods.
 
-One lab per Istio version (1.23 TPROXY and 1.24+ REDIRECT), built through the CLI from
-a copy of topologies/ambient-bookinfo.yaml with the version line rewritten.
+One lab per Istio version (1.23 TPROXY and 1.24+ REDIRECT): topologies/ambient-bookinfo.yaml
+loaded once and varied with dataclasses.replace, built with `lifecycle.up(lab)`; the
+tests then use the command line (status, exec, metrics, logs) as a user would.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ import signal
 import subprocess
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 
+from netlab import topology
+from netlab.kernel import lifecycle, query
 from netlab.mesh import DNS_PROXY_PORT
 from netlab.plan import iptables_text as it
 from netlab.plan.istio_rules import render_ambient_inpod
@@ -29,6 +33,7 @@ from tests.conftest import REPO, run_cli, stop_process
 pytestmark = pytest.mark.kernel
 
 TOPO = REPO / "topologies" / "ambient-bookinfo.yaml"
+STRICT = Path(__file__).parent / "topologies" / "strict-policies.yaml"  # given with TOPO
 GOLDEN = REPO.parent / "shared" / "reference" / "istio"
 VERSIONS = ("1.23", "1.24+")
 PCAP_HEADER = 24
@@ -40,22 +45,18 @@ def version(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="module")
-def lab(version: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def lab(version: str) -> Iterator[dict[str, Any]]:
     """Built once per version; always torn down."""
-    text = TOPO.read_text()
-    assert 'version: "1.24+"' in text
-    f = tmp_path_factory.mktemp("ambient") / "ambient.yaml"
-    f.write_text(text.replace('version: "1.24+"', f'version: "{version}"'))
     name = f"ta{os.getpid() % 1000}v{version.replace('.', '').replace('+', 'p')}"
     try:
-        run_cli("up", str(f), "--name", name, check=True)
-        status = json.loads(run_cli("status", name, "--json", check=True).stdout)
+        lifecycle.up(replace(topology.load([TOPO]), name=name, istio_version=version))
+        status = query.status(query.record_of(name))
         pods = {f"{p['namespace']}/{p['name']}": p for p in status["pods"]}
         nodes = {n["name"]: n for n in status["nodes"]}
         yield {"name": name, "version": version, "pods": pods, "nodes": nodes}
     finally:
         if os.path.isdir(f"/run/netlab/{name}"):
-            run_cli("down", name)
+            lifecycle.down(name)
 
 
 def curl(lab: dict[str, Any], pod: str, url: str, *extra: str) -> subprocess.CompletedProcess:
@@ -286,36 +287,14 @@ def test_real_prometheus_scrapes_every_ztunnel(lab: dict[str, Any], tmp_path: Pa
         stop_process(proc, timeout=15)
 
 
-STRICT = """
----
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: {name: strict, namespace: bookinfo}
-spec:
-  mtls: {mode: STRICT}
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: no-sleep-to-ratings-1, namespace: bookinfo}
-spec:
-  action: DENY
-  selector: {matchLabels: {app: ratings}}
-  rules:
-    - from: [{source: {principals: ["cluster.local/ns/bookinfo/sa/sleep"]}}]
-      to: [{operation: {ports: ["9081"]}}]
-"""
-
-
-def test_strict_refuses_plaintext_but_not_hbone(up_lab: Callable[..., str], tmp_path: Path) -> None:
+def test_strict_refuses_plaintext_but_not_hbone(build_lab: Callable[..., str]) -> None:
     """PeerAuthentication STRICT: the out-of-mesh client is refused at 15006; HBONE still works.
 
     The DENY policy names a port nobody uses, so it must not affect 9080 (a check that
     policy is evaluated per port, not that any DENY blocks everything).
     """
-    f = tmp_path / "strict.yaml"
-    f.write_text(TOPO.read_text() + STRICT)
-    name = up_lab(f)
-    status = json.loads(run_cli("status", name, "--json", check=True).stdout)
+    name = build_lab(topology.load([TOPO, STRICT]))
+    status = query.status(query.record_of(name))
     ip = next(p["ip"] for p in status["pods"] if p["name"] == "ratings-0")
     lab = {"name": name}
     refused = curl(lab, "outside/sleep-0", f"http://{ip}:9080/")
