@@ -141,7 +141,8 @@ def panel_html(title: str, series: Iterable[PanelSeries]) -> str:
 _CSS = ("body{font-family:Helvetica,Arial,sans-serif;margin:1em}"
         ".side{display:flex;gap:2em;flex-wrap:wrap}.side>div{flex:1;min-width:360px}"
         ".chart{margin:.5em 0}.chart code{display:block;font-size:10px;color:#555;word-break:break-all}"
-        ".nochart{color:#6a6e73;font-style:italic}")
+        ".nochart{color:#6a6e73;font-style:italic}"
+        ".side svg:not(.sparkline){max-width:100%;height:auto}")
 
 
 def _strip_prolog(svg: str) -> str:
