@@ -88,11 +88,11 @@ def check_fields(doc: Document, m: Mapping[str, Any], path: str, known: Iterable
         here = join(path, key)
         if unsupported and key in unsupported:
             raise doc.error(here, f"{key} is not supported by netlab", unsupported[key])
-        close = difflib.get_close_matches(key, known + ignored, n=1, cutoff=0.6)
+        close = close_match(key, known + ignored)
         listing = f"fields read here: {', '.join(known)}"
         if ignored:
             listing += f"; ignored: {', '.join(ignored)}"
-        fix = f'did you mean "{close[0]}"? ({listing})' if close else f"remove it ({listing})"
+        fix = f'did you mean "{close}"? ({listing})' if close else f"remove it ({listing})"
         raise doc.error(here, f'unknown field "{key}"', fix)
 
 
@@ -170,5 +170,23 @@ def string_map(doc: Document, m: Mapping[str, Any], path: str, key: str) -> dict
 
 def suggest(word: str, choices: Iterable[str]) -> str:
     """' (did you mean "x"?)' or ''."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f' (did you mean "{close[0]}"?)' if close else ""
+    close = close_match(word, choices)
+    return f' (did you mean "{close}"?)' if close else ""
+
+
+def close_match(word: str, choices: Iterable[str]) -> str | None:
+    """The choice the user most likely meant, or None.
+
+    Case is compared last: `podCidr` is one edit per letter from `podCIDR` for difflib,
+    but obviously the same word, and Istio's enums are upper case (`strict` → `STRICT`).
+    """
+    options = [c for c in choices if isinstance(c, str)]
+    if word in options:
+        return None
+    folded: dict[str, str] = {}
+    for option in options:
+        folded.setdefault(option.casefold(), option)
+    if word.casefold() in folded:
+        return folded[word.casefold()]
+    close = difflib.get_close_matches(word.casefold(), list(folded), n=1, cutoff=0.6)
+    return folded[close[0]] if close else None

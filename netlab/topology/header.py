@@ -8,7 +8,6 @@ not overlap) follow in code.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import ipaddress
 import json
@@ -18,18 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-from jsonschema.exceptions import ValidationError, best_match
+from jsonschema.exceptions import ValidationError
 
 from netlab.errors import TopologyError
 from netlab.model import IstioVersion, Node
-from netlab.topology.documents import Document, index, join, last_key
-from netlab.topology.fields import type_name
+from netlab.topology.documents import Document, index, join
+from netlab.topology.schema_errors import first_error, schema_error
 
 LAB_API_VERSION = "netlab.dev/v1alpha1"
 LAB_NAME = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 HOSTNAME_LABEL = "kubernetes.io/hostname"
-_JSON_TYPES = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
-               "number": "a number", "boolean": "true or false"}
 
 
 def schema_path() -> Path:
@@ -56,7 +53,7 @@ class LabHeader:
 
 def parse_lab(doc: Document) -> LabHeader:
     data = doc.data
-    error = best_match(_validator().iter_errors(data))
+    error = first_error(_validator(), data)
     if error is not None:
         raise _schema_error(doc, error)
     spec = data["spec"]
@@ -112,54 +109,8 @@ def _cidr(doc: Document, network: dict[str, str], path: str, default: str) -> ip
     return net
 
 
+
 def _schema_error(doc: Document, error: ValidationError) -> TopologyError:
-    """Turn one jsonschema error into a TopologyError that names the field and a fix.
-
-    The fix text comes from the schema's own descriptions and examples, so improving
-    the schema improves both editor completion and the loader's messages.
-    """
-    path = ""
-    for part in error.absolute_path:
-        path = index(path, part) if isinstance(part, int) else join(path, part)
-    schema, instance, kind = error.schema, error.instance, error.validator
-    field = last_key(path) if path else "the document"
-    if kind == "required":
-        missing = next((r for r in error.validator_value if r not in instance), "?")
-        sub = schema.get("properties", {}).get(missing, {})
-        return doc.error(join(path, missing), f"missing required field {missing}",
-                         f"add {missing}{_example(missing, sub, ', e.g. ')}{_about(sub)}")
-    if kind == "additionalProperties":
-        allowed = list(schema.get("properties", {}))
-        extra = next((k for k in instance if k not in allowed), "?")
-        close = difflib.get_close_matches(str(extra), allowed, n=1, cutoff=0.6)
-        fix = f'did you mean "{close[0]}"?' if close else "remove it"
-        return doc.error(join(path, extra), f'unknown field "{extra}"', f"{fix} (fields here: {', '.join(allowed)})")
-    if kind == "type":
-        wanted = error.validator_value if isinstance(error.validator_value, str) else error.validator_value[0]
-        expected = _JSON_TYPES.get(wanted, wanted)
-        if wanted == "string" and isinstance(instance, (int, float, bool)):
-            fix = f'quote the value so YAML reads it as text: {field}: "{instance}"'
-        else:
-            fix = f"give {field} {expected}{_example(field, schema, ', e.g. ')}{_about(schema)}"
-        return doc.error(path, f"expected {expected}, got {type_name(instance)}", fix)
-    if kind in ("enum", "const"):
-        choices = error.validator_value if kind == "enum" else [error.validator_value]
-        return doc.error(path, f"{json.dumps(instance)} is not allowed here",
-                         f"use {' or '.join(json.dumps(c) for c in choices)}{_about(schema)}")
-    if kind == "minItems":
-        return doc.error(path, f"{field} needs at least {error.validator_value} item(s)",
-                         f"add items{_example(field, schema, ', e.g. ')}{_about(schema)}")
-    if kind == "pattern":
-        return doc.error(path, f"{instance!r} is not a valid {field}",
-                         f"use a value that fits{_about(schema)}{_example(field, schema, '; e.g. ')}")
-    return doc.error(path, error.message, f"see the field's description in {schema_path().name}{_about(schema)}")
-
-
-def _about(schema: dict[str, Any]) -> str:
-    description = schema.get("description", "")
-    return f" ({description.rstrip('.')})" if description else ""
-
-
-def _example(field: str, schema: dict[str, Any], lead: str) -> str:
-    examples = schema.get("examples")
-    return f"{lead}{field}: {json.dumps(examples[0])}" if examples else ""
+    """The fix text comes from the schema's own descriptions and examples, so improving
+    the schema improves both editor completion and the loader's messages."""
+    return schema_error(doc, error, schema_name=f"netlab/schema/{schema_path().name}", hints=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 from netlab.errors import TopologyError
 from netlab.model import Lab
+from netlab.topology import k8s_schema
 from netlab.topology.deployment import parse_deployment
 from netlab.topology.documents import Document, read_file
 from netlab.topology.safe_yaml import Budget
@@ -68,7 +69,10 @@ def load(paths: Sequence[str | os.PathLike[str]], name_override: str | None = No
             else:
                 parser = KINDS[kind][1]
                 assert parser is not None
-                collected.objects.append((parser(doc), doc))
+                parsed = parser(doc)
+                if kind in k8s_schema.KINDS:  # netlab's own reading first: its errors are tailored
+                    k8s_schema.validate(doc)
+                collected.objects.append((parsed, doc))
     return build_lab(collected, files, name_override)
 
 

@@ -1,8 +1,8 @@
 """Metadata and the simple kinds: Namespace, ServiceAccount, and the kept policy kinds.
 
-Kept kinds (PeerAuthentication, AuthorizationPolicy, HTTPRoute, Gateway) are checked only
-for their envelope here; their spec is kept whole for the layer that implements them,
-so this parser never has to chase the Istio and Gateway API field lists.
+Kept kinds (PeerAuthentication, AuthorizationPolicy, HTTPRoute, Gateway) have their
+envelope checked here and their spec checked by the kind's own vendored CRD schema, so
+this parser never has to chase the Istio and Gateway API field lists.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from netlab.model import Namespace, Resource, ServiceAccount
-from netlab.topology import ignored
+from netlab.topology import crd, ignored
 from netlab.topology.documents import Document
 from netlab.topology.fields import (NAME, NAME_HELP, SUBDOMAIN, SUBDOMAIN_HELP, check_fields, mapping,
                                     string, string_map)
@@ -68,8 +68,14 @@ def parse_service_account(doc: Document) -> ServiceAccount:
 
 
 def parse_kept(doc: Document) -> Resource:
+    """Envelope and metadata here; the spec by the kind's own CRD schema (crd.py).
+
+    The spec kept is the validated one with non-nullable nulls pruned, as the API server
+    stores it, so the layers that implement the kind never meet a shape its CRD refuses.
+    """
     envelope(doc)
     meta = metadata(doc, namespaced=True, name_pattern=SUBDOMAIN, name_help=SUBDOMAIN_HELP)
-    spec = mapping(doc, doc.data.get("spec"), "spec")
+    mapping(doc, doc.data.get("spec"), "spec")
+    spec = crd.validate_spec(doc, doc.data["kind"], doc.data["apiVersion"])
     return Resource(kind=doc.data["kind"], namespace=meta.namespace, name=meta.name, spec=spec,
                     labels=meta.labels, source=doc.source())
