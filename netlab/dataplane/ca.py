@@ -39,6 +39,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from netlab import mesh
 from netlab.dataplane import tlsutil
+from netlab.dataplane.proxy import lifecycle
 from netlab.dataplane.identity import (
     NODE_URI_PREFIX, ZTUNNEL_NAMESPACE, ZTUNNEL_SERVICE_ACCOUNT, Identity, IdentityError,
     WorkloadCert, node_of, spiffe_identity, verify_server_identity)
@@ -182,6 +183,13 @@ class CAServer:
         addr = self._server.sockets[0].getsockname()
         return addr[0], addr[1]
 
+    @property
+    def address(self) -> str:
+        """"ip:port" it listens on, once started."""
+        assert self._server is not None
+        ip, port = self._server.sockets[0].getsockname()[:2]
+        return f"{ip}:{port}"
+
     async def close(self) -> None:
         if self._server:
             self._server.close()
@@ -316,16 +324,13 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     host, _, port = a.listen.rpartition(":")
 
-    async def run() -> None:
+    async def start() -> CAServer:
         server = CAServer(LabCA(a.dir, a.trust_domain), a.pods_by_node, a.max_ttl)
-        bound = await server.start(host.strip("[]"), int(port))
-        print(f"netlab CA listening on {bound[0]}:{bound[1]}", flush=True)
-        await asyncio.Event().wait()
+        await server.start(host.strip("[]"), int(port))
+        return server
 
-    try:
-        asyncio.run(run())
-    except KeyboardInterrupt:
-        pass
+    lifecycle.run(start, on_ready=lambda s: print(f"netlab CA listening on {s.address}",
+                                                  flush=True))
 
 
 if __name__ == "__main__":

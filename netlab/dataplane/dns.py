@@ -41,6 +41,7 @@ import dns.rdatatype
 import dns.rrset
 
 from netlab.dataplane.apps._log import addr, log
+from netlab.dataplane.proxy import lifecycle
 from netlab.mesh import DNS_DOMAIN
 
 DEFAULT_TTL = 5
@@ -297,13 +298,17 @@ class DnsServer:
         log(image="dns", reloaded=True, records=len(self.config.zone.names),
             netns=[k[0] for k in sorted(self.bound, key=str)])
 
+    async def start(self) -> "DnsServer":
+        await self.sync()
+        return self
+
+    async def close(self) -> None:
+        for b in self.bound.values():
+            b.close()
+        self.bound.clear()
+
     async def run(self) -> None:
-        # Signals first: a SIGHUP or SIGTERM sent right after the ready line must not
-        # meet Python's default handlers.
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        """Bind every node's listener, say ready, serve; SIGHUP re-reads the config."""
         pending: set[asyncio.Task[None]] = set()
 
         def on_hup() -> None:
@@ -311,15 +316,8 @@ class DnsServer:
             pending.add(t)
             t.add_done_callback(pending.discard)
 
-        loop.add_signal_handler(signal.SIGHUP, on_hup)
-        try:
-            await self.sync()
-            print(json.dumps({"ready": True}), flush=True)
-            await stop.wait()
-        finally:
-            for b in self.bound.values():
-                b.close()
-            self.bound.clear()
+        await lifecycle.serve(self.start, signals={signal.SIGHUP: on_hup},
+                              on_ready=lambda _: print(json.dumps({"ready": True}), flush=True))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,8 +19,9 @@ from pyroute2.netlink.exceptions import NetlinkError
 from netlab.errors import KernelError
 from netlab.kernel import netns as nsmod
 from netlab.kernel import processes
-from netlab.kernel.ownership import LabRecord
+from netlab.kernel.ownership import LabRecord, ProcessRecord
 from netlab.plan.state import DesiredState, ProcessSpec, ReadyCheck
+from netlab.readiness import NotReady, ReadyPipe
 
 Progress = Callable[[str, int, int], None]  # (step, done, total)
 RTNH_F_ONLINK = 4
@@ -38,6 +39,7 @@ class Applier:
         self.progress = progress
         self.sockets: dict[str, IPRoute] = {}
         self._ifindex: dict[tuple[str, str], int] = {}
+        self._ready: dict[str, ReadyPipe] = {}  # process name -> its ready pipe
 
     # -- public -------------------------------------------------------------------------
     def apply(self, state: DesiredState, ready_timeout: float = 20.0) -> None:
@@ -55,6 +57,9 @@ class Applier:
             for s in self.sockets.values():
                 s.close()
             self.sockets.clear()
+            for pipe in self._ready.values():
+                pipe.close()
+            self._ready.clear()
 
     # -- steps --------------------------------------------------------------------------
     def _namespaces(self, state: DesiredState) -> None:
@@ -148,6 +153,9 @@ class Applier:
             self._spawn(spec, logs)
             self.progress("processes", i + 1, len(state.processes))
         for spec, rec in zip(state.processes, self.record.processes):
+            pipe = self._ready.pop(spec.name, None)
+            if pipe is not None:
+                wait_signalled(pipe, rec, timeout)
             for check in spec.ready:
                 wait_ready(check, rec.pid, rec.log, timeout)
         self.progress("ready", 1, 1)
@@ -165,8 +173,11 @@ class Applier:
             resolv = os.path.join(self.record.dir, f"{safe}.resolv.conf")
             with open(resolv, "w") as f:
                 f.write(spec.resolv_conf)
+        pipe = ReadyPipe() if spec.signals_ready else None
+        if pipe is not None:
+            self._ready[spec.name] = pipe
         rec = processes.spawn(spec.name, spec.netns, argv, os.path.join(logs, f"{safe}.log"),
-                              resolv, uid=spec.uid, gid=spec.gid)
+                              resolv, uid=spec.uid, gid=spec.gid, ready=pipe)
         self.record.processes.append(rec)
         self.record.save()
 
@@ -203,6 +214,18 @@ def run_netns_only(netns: str, argv: list[str], stdin: str | None = None,
                           timeout=timeout)
 
 
+def wait_signalled(pipe: ReadyPipe, rec: ProcessRecord, timeout: float) -> None:
+    """Wait for a process' "ready" on its ready pipe; an early exit fails at once, with its log."""
+    try:
+        pipe.wait(timeout)
+    except NotReady as e:
+        if e.exited:
+            raise KernelError(f"process {rec.name} (pid {rec.pid}) {e}; its log ({rec.log}) "
+                              f"ends:\n{_tail(rec.log)}") from None
+        raise KernelError(f"process {rec.name} (pid {rec.pid}) did not say it was ready after "
+                          f"{timeout:g}s; see {rec.log}") from None
+
+
 def listening(check: ReadyCheck) -> bool:
     """Is something bound to the port in that namespace? Read the kernel's socket tables.
 
@@ -227,6 +250,7 @@ def listening(check: ReadyCheck) -> bool:
 
 
 def wait_ready(check: ReadyCheck, pid: int, log: str, timeout: float) -> None:
+    """Poll for a listener: for foreign commands only, which cannot use the ready pipe."""
     deadline = time.monotonic() + timeout
     delay = 0.005
     while not listening(check):

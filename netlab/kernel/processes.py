@@ -16,6 +16,7 @@ from typing import IO, Sequence
 
 from netlab.kernel import netns as nsmod
 from netlab.kernel.ownership import ProcessRecord, pid_alive, starttime
+from netlab.readiness import ReadyPipe
 
 
 def _enter(netns_name: str, resolv_conf: str | None, uid: int, gid: int) -> None:
@@ -42,16 +43,24 @@ def _enter(netns_name: str, resolv_conf: str | None, uid: int, gid: int) -> None
 
 def spawn(name: str, netns_name: str, argv: Sequence[str], log_path: str,
           resolv_conf_path: str | None = None, env: dict[str, str] | None = None,
-          uid: int = 0, gid: int = 0) -> ProcessRecord:
-    """Start a daemon owned by the lab: own session, output to its log file."""
+          uid: int = 0, gid: int = 0, ready: ReadyPipe | None = None) -> ProcessRecord:
+    """Start a daemon owned by the lab: own session, output to its log file.
+
+    With `ready`, the process inherits the write end of that ready pipe (netlab's own
+    processes say "ready" on it); the caller then waits with `ready.wait()`.
+    """
     log: IO[bytes] = open(log_path, "ab", buffering=0)
     try:
         proc = subprocess.Popen(
             list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, close_fds=True, env={**os.environ, **(env or {})},
+            start_new_session=True, close_fds=True,
+            env={**os.environ, **(env or {}), **(ready.env() if ready else {})},
+            pass_fds=ready.pass_fds() if ready else (),
             preexec_fn=lambda: _enter(netns_name, resolv_conf_path, uid, gid))
     finally:
         log.close()
+        if ready is not None:
+            ready.started()
     return ProcessRecord(name=name, pid=proc.pid, starttime=starttime(proc.pid), netns=netns_name,
                          log=log_path)
 

@@ -162,7 +162,12 @@ def _plan_services(lab: Lab, state: DesiredState) -> None:
     for svc in lab.services:
         vip = svc.cluster_ip
         if not vip:
-            vip = next(c for c in candidates if c not in taken)
+            vip = next((c for c in candidates if c not in taken), None)
+            if vip is None:  # the loader refuses this; a Lab built in code may still get here
+                raise TopologyError(svc.source.file if svc.source else "<lab>",
+                                    svc.source.document if svc.source else None, "metadata.name",
+                                    f"serviceCIDR {cidr} has no address left for Service {svc.namespace}/{svc.name}",
+                                    "use a larger serviceCIDR, such as 10.96.0.0/16")
             taken.add(vip)
         pods = _selected(svc, state.pods)
         ports = []
@@ -192,7 +197,7 @@ def _plan_dns(lab: Lab, state: DesiredState, options: PlanOptions) -> None:
     state.processes.append(ProcessSpec(
         name="dns", netns=naming.fabric_netns(lab.name),
         argv=(options.python, "-m", "netlab.dataplane.dns", "--config", "{config}"),
-        ready=tuple(ReadyCheck(n.netns, 53, "udp", state.dns_ip) for n in state.nodes),
+        signals_ready=True,  # once it listens in every node netns
         config=config))
 
 
@@ -203,9 +208,10 @@ def _plan_apps(lab: Lab, state: DesiredState, options: PlanOptions) -> None:
         resolv = resolv_conf(pod.namespace, state.dns_ip)
         for c in dep.containers:
             ports = [p.container_port for p in c.ports if p.protocol == "TCP"]
+            own = not c.command and c.image in APP_IMAGES  # a built-in image says when it is ready
             if c.command:
                 argv = tuple(c.command + c.args)
-            elif c.image in APP_IMAGES:
+            elif own:
                 ports = ports or [DEFAULT_APP_PORT]
                 argv = (options.python, "-m", "netlab.dataplane.apps", APP_IMAGES[c.image])
                 for p in ports:
@@ -217,6 +223,7 @@ def _plan_apps(lab: Lab, state: DesiredState, options: PlanOptions) -> None:
                 continue  # netlab/sleep: an idle pod needs no process
             state.processes.append(ProcessSpec(
                 name=f"app/{pod.namespace}/{pod.name}/{c.name}", netns=pod.netns, argv=argv,
-                # A declared containerPort is a promise to listen: `up` waits for it.
-                ready=tuple(ReadyCheck(pod.netns, p) for p in ports),
-                resolv_conf=resolv))
+                # A declared containerPort is a promise to listen: `up` waits for a user's
+                # command to listen on it; a built-in image says ready once it listens.
+                ready=() if own else tuple(ReadyCheck(pod.netns, p) for p in ports),
+                signals_ready=own, resolv_conf=resolv))

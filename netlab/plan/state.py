@@ -104,7 +104,11 @@ class IpsetSpec:
 
 @dataclass(frozen=True)
 class ReadyCheck:
-    """How to know a process is serving: a TCP or UDP listener in a namespace."""
+    """How to know a foreign process is serving: a TCP or UDP listener in a namespace.
+
+    Only for commands that cannot say so themselves (a user's `command:`); netlab's own
+    processes set `ProcessSpec.signals_ready` and answer on the ready pipe instead.
+    """
 
     netns: str
     port: int
@@ -120,6 +124,7 @@ class ProcessSpec:
     netns: str
     argv: tuple[str, ...]
     ready: tuple[ReadyCheck, ...] = ()
+    signals_ready: bool = False  # netlab's own process: it says "ready" on the ready pipe
     resolv_conf: str | None = None  # file content bind-mounted over /etc/resolv.conf
     config: str | None = None  # JSON handed to the process through its state file
     uid: int = 0

@@ -85,13 +85,26 @@ def test_processes_dns_apps_and_no_process_for_sleep() -> None:
     assert "dns" in names
     dns = next(p for p in state.processes if p.name == "dns")
     assert dns.netns == naming.fabric_netns(lab.name)
-    assert {c.netns for c in dns.ready} == {n.netns for n in state.nodes}
+    assert dns.signals_ready and not dns.ready  # it says when every node's socket is bound
     assert '"ratings.bookinfo.svc.cluster.local"' in (dns.config or "")
     apps = [p for p in state.processes if p.name.startswith("app/")]
     assert len(apps) == 2 and all("http-echo" in p.argv for p in apps)
     assert not any("sleep" in p.name for p in state.processes)
     assert all(p.argv[0] == "/venv/python" for p in apps)
     assert apps[0].resolv_conf == resolv_conf("bookinfo", state.dns_ip)
+    assert all(p.signals_ready and not p.ready for p in apps)
+
+
+def test_a_users_command_is_waited_for_by_its_declared_port() -> None:
+    """A foreign command cannot use the ready pipe: `up` waits for its containerPort."""
+    lab = topology.load([str(REPO / "topologies" / "bookinfo.yaml")])
+    dep = next(d for d in lab.deployments if d.containers[0].ports)
+    dep.containers[0].command = ["/usr/bin/socat", "TCP-LISTEN:9080,fork", "EXEC:/bin/cat"]
+    state = plan(lab, PlanOptions(python="py"))
+    app = next(p for p in state.processes if p.name.startswith(f"app/{dep.namespace}/{dep.name}-"))
+    assert not app.signals_ready
+    assert [(c.port, c.proto) for c in app.ready] == [(p.container_port, "tcp")
+                                                      for p in dep.containers[0].ports]
 
 
 def test_resolv_conf_search_path() -> None:

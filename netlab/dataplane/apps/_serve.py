@@ -1,4 +1,4 @@
-"""Listen, announce readiness, run until SIGTERM/SIGINT, then shut down cleanly.
+"""An image's listeners, run through the one process lifecycle (`dataplane.proxy.lifecycle`).
 
 Python 3.11's Server.wait_closed() does not wait for (or end) open connections, and
 an idle keep-alive connection would otherwise outlive the stop; so every connection
@@ -8,10 +8,10 @@ handler is tracked and cancelled on shutdown.
 from __future__ import annotations
 
 import asyncio
-import signal
 from typing import Awaitable, Callable
 
 from netlab.dataplane.apps._log import addr, log
+from netlab.dataplane.proxy import lifecycle
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -61,25 +61,14 @@ class Listeners:
             await srv.wait_closed()
 
 
-def stop_signals() -> asyncio.Event:
-    """An event set on SIGTERM or SIGINT (the planner stops pods with SIGTERM).
-
-    Installed before readiness is announced, so a stop sent right after the ready
-    line is never lost to Python's default handler.
-    """
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
-
-
 async def run(image: str, start: Callable[[], Awaitable[Listeners]] | None) -> None:
-    """Listen (unless the image has no server), say ready, serve until stopped."""
-    stop = stop_signals()
-    listeners = await start() if start else Listeners()
-    log(ready=True, image=image, listen=listeners.addresses())
-    try:
-        await stop.wait()
-    finally:
-        await listeners.close()
+    """Listen (unless the image has no server), say ready, serve until stopped.
+
+    The JSON ready line is the app's own evidence for labs; the ready pipe is what
+    `netlab up` waits on.
+    """
+    async def listen() -> Listeners:
+        return await start() if start else Listeners()
+
+    await lifecycle.serve(listen, on_ready=lambda ls: log(ready=True, image=image,
+                                                          listen=ls.addresses()))

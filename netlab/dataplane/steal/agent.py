@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import sys
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from netlab.dataplane.proxy import lifecycle
 from netlab.dataplane.steal import rules
 from netlab.dataplane.steal.sniff import Segment, Sniffer, open_socket
 from netlab.plan.steal_rules import render_steal
@@ -75,51 +75,69 @@ def _setup_localnet(opts: Options, mesh: str) -> str | None:
     return None
 
 
-async def steal(opts: Options, stop: asyncio.Event) -> None:
-    server = await asyncio.start_server(_answer, "0.0.0.0", opts.agent_port)
-    mesh = rules.mesh()
-    log(event="mesh", detected=mesh)
-    restore_localnet = None
+class Stealing:
+    """A running steal: the agent's listener, its nat rules and maybe route_localnet."""
+
+    def __init__(self, opts: Options, server: asyncio.Server) -> None:
+        self.opts, self.server = opts, server
+        self.restore_localnet: str | None = None
+
+    def ready(self) -> None:
+        log(event="ready", mode="steal", port=self.opts.port, agent_port=self.opts.agent_port,
+            output_jump="first" if self.opts.ambient_aware else "appended")
+
+    async def close(self) -> None:
+        failed = rules.remove()
+        if self.restore_localnet is not None:
+            rules.write_route_localnet(self.restore_localnet)
+        log(event="cleanup", rules_removed=not failed, failed=failed,
+            route_localnet_restored=self.restore_localnet)
+        self.server.close()
+
+
+async def steal(opts: Options) -> Stealing:
+    """Listen, then redirect the port to us; a failure halfway undoes what was done."""
+    running = Stealing(opts, await asyncio.start_server(_answer, "0.0.0.0", opts.agent_port))
     try:
-        restore_localnet = _setup_localnet(opts, mesh)
+        mesh = rules.mesh()
+        log(event="mesh", detected=mesh)
+        running.restore_localnet = _setup_localnet(opts, mesh)
         rules.install(render_steal(opts.port, opts.agent_port, opts.agent_gid,
                                    output_jump_first=opts.ambient_aware))
-        log(event="ready", mode="steal", port=opts.port, agent_port=opts.agent_port,
-            output_jump="first" if opts.ambient_aware else "appended")
-        await stop.wait()
-    finally:
-        failed = rules.remove()
-        if restore_localnet is not None:
-            rules.write_route_localnet(restore_localnet)
-        log(event="cleanup", rules_removed=not failed, failed=failed,
-            route_localnet_restored=restore_localnet)
-        server.close()
+    except BaseException:
+        await running.close()
+        raise
+    return running
 
 
-async def mirror(opts: Options, stop: asyncio.Event) -> None:
+class Mirroring:
+    """A running mirror: a sniffer copying the port's requests into the log."""
+
+    def __init__(self, opts: Options, sniffer: Sniffer) -> None:
+        self.opts, self.sniffer = opts, sniffer
+
+    def ready(self) -> None:
+        log(event="ready", mode="mirror", port=self.opts.port)
+
+    async def close(self) -> None:
+        self.sniffer.stop()
+        log(event="cleanup", rules_removed=True, failed=[])
+
+
+async def mirror(opts: Options) -> Mirroring:
     def copy(seg: Segment) -> None:
         if seg.payload and seg.dport == opts.port:
             first = seg.payload.split(b"\r\n", 1)[0].decode("latin-1")
             log(event="mirror", ifname=seg.ifname, src=f"{seg.saddr}:{seg.sport}",
                 dst=f"{seg.daddr}:{seg.dport}", bytes=len(seg.payload), request=first)
 
-    sniffer = Sniffer(open_socket(), [opts.port], copy).start()
+    running = Mirroring(opts, Sniffer(open_socket(), [opts.port], copy).start())
     log(event="mesh", detected=rules.mesh())
-    log(event="ready", mode="mirror", port=opts.port)
-    try:
-        await stop.wait()
-    finally:
-        sniffer.stop()
-        log(event="cleanup", rules_removed=True, failed=[])
+    return running
 
 
 def run(opts: Options) -> int:
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await (steal(opts, stop) if opts.mode == "steal" else mirror(opts, stop))
-
-    asyncio.run(main())
+    """The agent's life: signals, steal or mirror, "ready", wait for SIGTERM, clean up."""
+    start = (lambda: steal(opts)) if opts.mode == "steal" else (lambda: mirror(opts))
+    lifecycle.run(start, on_ready=lambda running: running.ready())
     return 0

@@ -6,13 +6,13 @@ import argparse
 import asyncio
 import ctypes
 import logging
-import signal
 import sys
 
 from prometheus_client import CollectorRegistry
 
 from netlab import mesh
 from netlab.dataplane.policy import Evaluator
+from netlab.dataplane.proxy import lifecycle
 from netlab.dataplane.telemetry import ZtunnelTelemetry
 from netlab.dataplane.ztunnel import certs
 from netlab.dataplane.ztunnel.proxy import PodProxy
@@ -20,30 +20,53 @@ from netlab.dataplane.ztunnel.serve import serve_metrics, serve_readiness
 from netlab.snapshot import ProxySnapshot
 
 MODE = "ambient"  # the pods a ztunnel serves
+log = logging.getLogger("ztunnel")
+
+
+class Ztunnel:
+    """One node's ztunnel: a proxy per local ambient pod, plus the node's admin ports."""
+
+    def __init__(self, cfg: ProxySnapshot) -> None:
+        self.cfg = cfg
+        self.telemetry = ZtunnelTelemetry(CollectorRegistry(), cfg.node, sys.stdout)
+        self.certs = certs.cert_manager(cfg, MODE)
+        policy = Evaluator(cfg.policies)
+        self.proxies = [PodProxy(p, cfg, self.certs, self.telemetry, policy)
+                        for p in cfg.local_workloads(MODE)]
+        self._ready: asyncio.AbstractServer | None = None
+        self._metrics: asyncio.Task[None] | None = None
+
+    async def start(self) -> "Ztunnel":
+        try:
+            for p in self.proxies:
+                await p.start()
+            self._ready = await serve_readiness(mesh.HEALTH_PORT)
+            self._metrics = serve_metrics(mesh.METRICS_PORT, self.telemetry)
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    def announce(self) -> None:
+        log.info("ztunnel for node %s serving %d pods (%s capture)",
+                 self.cfg.node, len(self.proxies), self.cfg.capture)
+
+    async def close(self) -> None:
+        if self._ready is not None:
+            self._ready.close()
+        if self._metrics is not None:
+            self._metrics.cancel()
+        for p in self.proxies:
+            await p.close()
+        await self.certs.close()
 
 
 async def run(cfg: ProxySnapshot) -> None:
-    telemetry = ZtunnelTelemetry(CollectorRegistry(), cfg.node, sys.stdout)
-    policy = Evaluator(cfg.policies)
-    mgr = certs.cert_manager(cfg, MODE)
-    proxies = [PodProxy(p, cfg, mgr, telemetry, policy) for p in cfg.local_workloads(MODE)]
-    for p in proxies:
-        await p.start()
-    # Metrics last: `up` waits on 15020, so it means "all pod listeners are open".
-    ready = await serve_readiness(mesh.HEALTH_PORT)
-    metrics = serve_metrics(mesh.METRICS_PORT, telemetry)
-    logging.getLogger("ztunnel").info("ztunnel for node %s serving %d pods (%s capture)",
-                                      cfg.node, len(proxies), cfg.capture)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    ready.close()
-    metrics.cancel()
-    for p in proxies:
-        await p.close()
-    await mgr.close()
+    """Ready (on the ready pipe) once every pod's listeners and the admin ports are open."""
+    async def start() -> Ztunnel:
+        return await Ztunnel(cfg).start()
+
+    await lifecycle.serve(start, on_ready=Ztunnel.announce)
 
 
 M_TRIM_THRESHOLD = -1

@@ -59,7 +59,7 @@ class PodProxy:
                                      cfg.dns.domain, forward_in_pod=cfg.dns.forward_in_pod)
 
     async def start(self) -> None:
-        await self.dns.start()  # first, so 15008 being ready (the planner's check) means DNS is too
+        await self.dns.start()  # first: when ztunnel says ready, DNS answers too
         mk = lambda port: sockets.listener(self.pod.netns, port, self.tproxy)  # noqa: E731
         out_sock, plain_sock, hbone_sock = mk(OUTBOUND), mk(INBOUND_PLAIN), mk(INBOUND_HBONE)
         self._servers.append(await asyncio.start_server(self._outbound, sock=out_sock, limit=STREAM_LIMIT))

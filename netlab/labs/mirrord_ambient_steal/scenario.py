@@ -16,17 +16,16 @@ import time
 from typing import Any, Callable
 
 from netlab import topology
-from netlab.errors import NetlabError
 from netlab.kernel import netns as nsmod
 from netlab.kernel import lifecycle, processes, query
-from netlab.kernel.apply import listening
+from netlab.kernel.apply import wait_signalled
 from netlab.kernel.ownership import LabRecord
 from netlab.labs.framework import Evidence, Variant
 from netlab.labs.mirrord_ambient_steal import probes
 from netlab.labs.mirrord_ambient_steal.sequence import LANES, sequence
 from netlab.labs.mirrord_ambient_steal.topology_patch import patched
 from netlab.plan import naming
-from netlab.plan.state import ReadyCheck
+from netlab.readiness import ReadyPipe
 
 APP_PORT = 9080
 AGENT_PORT = 39080
@@ -93,26 +92,13 @@ def _start_agent(record: LabRecord, netns: str, opts: dict[str, Any]) -> dict[st
     logs = os.path.join(record.dir, "logs")
     os.makedirs(logs, exist_ok=True)
     log = os.path.join(logs, "steal-agent.log")
-    rec = processes.spawn("steal-agent", netns, argv, log, gid=AGENT_GID)
+    pipe = ReadyPipe()
+    rec = processes.spawn("steal-agent", netns, argv, log, gid=AGENT_GID, ready=pipe)
     record.processes.append(rec)  # `netlab down` (and --keep users) stop it too
     record.save()
-    deadline = time.monotonic() + READY_TIMEOUT
-    delay = 0.005
-    while not _agent_ready(log, netns, opts["mode"]):
-        if not processes.is_ours(rec):
-            raise NetlabError(f"the steal agent exited before it was ready; its log:\n{_read(log)}")
-        if time.monotonic() > deadline:
-            raise NetlabError(f"the steal agent was not ready after {READY_TIMEOUT:.0f}s; see {log}")
-        time.sleep(delay)  # polling a condition with backoff, not a fixed sleep
-        delay = min(delay * 2, 0.1)
+    # It says ready once it listens and its rules are in (steal), or its sniffer runs.
+    wait_signalled(pipe, rec, READY_TIMEOUT)
     return {"pid": rec.pid, "log": log, "argv": argv[1:], "gid": AGENT_GID, "rec": rec}
-
-
-def _agent_ready(log: str, netns: str, mode: str) -> bool:
-    said_ready = '"event": "ready"' in _read(log)
-    if mode == "mirror":
-        return said_ready
-    return said_ready and listening(ReadyCheck(netns, AGENT_PORT))
 
 
 def _stop_agent(agent: dict[str, Any]) -> dict[str, Any]:

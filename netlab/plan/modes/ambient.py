@@ -20,7 +20,7 @@ from netlab.plan import cluster_dns, naming
 from netlab.plan.istio_rules import (ambient_policy_routing, hostprobe_ipset,
                                      render_ambient_hostprobe, render_ambient_inpod)
 from netlab.plan.modes.base import MeshMode, PlanContext
-from netlab.plan.state import ProcessSpec, ReadyCheck, RulesetSpec
+from netlab.plan.state import ProcessSpec, RulesetSpec
 from netlab.snapshot import (Bootstrap, CertAuthority, DnsProxy, Policy, ProxySnapshot,
                              Workload)
 
@@ -88,19 +88,18 @@ class AmbientMode(MeshMode):
             argv=(python, "-m", "netlab.dataplane.ca", "--dir", ca_dir,
                   "--listen", f"{CA_IP}:{mesh.CA_PORT}", "--pods-by-node", "{config}",
                   "--trust-domain", lab.trust_domain),
-            ready=(ReadyCheck(fabric, mesh.CA_PORT),),
+            signals_ready=True,
             config=json.dumps({n: [list(x) for x in v] for n, v in pods_by_node.items()},
                               indent=1)))
         nodes = {n.name: n for n in state.nodes}
-        for node_name, node_pods in by_node.items():
+        for node_name in by_node:
             node = nodes[node_name]
             snap = ztunnel_snapshot(ctx, node_name, ca_dir, f"{statedir}/ztunnel/{node_name}")
-            ready = (ReadyCheck(node.netns, mesh.METRICS_PORT),) + tuple(
-                ReadyCheck(p.netns, mesh.HBONE_PORT) for p in node_pods)
+            # Ready once every pod's listeners and the node's metrics port are open.
             state.processes.append(ProcessSpec(
                 name=f"ztunnel/{node_name}", netns=node.netns,
                 argv=(python, "-m", "netlab.dataplane.ztunnel", "--config", "{config}"),
-                ready=ready, config=snap.to_json()))
+                signals_ready=True, config=snap.to_json()))
 
 
 def ztunnel_snapshot(ctx: PlanContext, node: str, ca_dir: str, workdir: str) -> ProxySnapshot:
