@@ -35,8 +35,16 @@ def node_netns(lab: str, node: str) -> str:
     return f"{PREFIX}{lab}-node-{node}"
 
 
+POD_SEPARATOR = "."
+"""Between namespace and pod in a pod's netns name. A Kubernetes namespace name is a DNS
+label, which cannot hold a '.', so `fz-a` + `b` and `fz` + `a-b` (both `fz-a-b` with a
+'-') get different names: the mapping is injective. Netns names are files under
+/run/netns, limited to 255 bytes, not to an interface name's 15 characters; the longest
+(20-character lab, 63-character namespace and pod name) is under 170."""
+
+
 def pod_netns(lab: str, namespace: str, pod: str) -> str:
-    return f"{PREFIX}{lab}-pod-{namespace}-{pod}"
+    return f"{PREFIX}{lab}-pod-{namespace}{POD_SEPARATOR}{pod}"
 
 
 def pod_host_veth(index: int) -> str:

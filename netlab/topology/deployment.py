@@ -7,9 +7,11 @@ ports. Checks that need other documents (nodes, service accounts) live in refere
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
+from netlab.mesh import PROXY_PORTS
 from netlab.model import BUILTIN_IMAGES, Container, ContainerPort, Deployment
 from netlab.topology import ignored
 from netlab.topology.documents import Document, index, join
@@ -22,6 +24,10 @@ from netlab.topology.objects import envelope, metadata
 PORT_NAME = re.compile(r"^(?=.{1,15}$)(?=.*[a-z])[a-z0-9]+(-[a-z0-9]+)*$")
 PORT_NAME_HELP = "use at most 15 lowercase letters, digits and '-', with at least one letter (e.g. http)"
 PROTOCOLS = ("TCP", "UDP")
+# Kubernetes' rule for environment variable names (validation.IsEnvVarName): no '=',
+# which would split the NAME=value pair, and no leading digit.
+ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+ENV_NAME_HELP = "use letters, digits, '_', '-' and '.', not starting with a digit, e.g. GREETING"
 
 TEMPLATE = "spec.template"
 POD = "spec.template.spec"
@@ -89,6 +95,7 @@ def _containers(doc: Document, pod: dict[str, Any]) -> list[Container]:
                         "add containers: [{name: app, image: netlab/http-echo}]")
     containers: list[Container] = []
     port_names: dict[str, str] = {}
+    port_owners: dict[tuple[int, str], str] = {}
     for i, item in enumerate(items):
         here = index(path, i)
         container = _container(doc, mapping(doc, item, here), here)
@@ -96,6 +103,13 @@ def _containers(doc: Document, pod: dict[str, Any]) -> list[Container]:
             raise doc.error(join(here, "name"), f"container name {container.name!r} is used twice",
                             "give each container in the pod its own name")
         for j, port in enumerate(container.ports):
+            owner = port_owners.setdefault((port.container_port, port.protocol), container.name)
+            if owner != container.name:
+                raise doc.error(join(index(join(here, "ports"), j), "containerPort"),
+                                f"containerPort {port.container_port}/{port.protocol} is already declared by "
+                                f"container {owner!r}",
+                                "containers of one pod share its network namespace, so only one can listen "
+                                "on a port; give this one another port")
             if port.name and port.name in port_names:
                 raise doc.error(join(index(join(here, "ports"), j), "name"),
                                 f"port name {port.name!r} is already used by container {port_names[port.name]!r}",
@@ -111,14 +125,44 @@ def _container(doc: Document, c: dict[str, Any], path: str) -> Container:
                  ignored.CONTAINER, ignored.UNSUPPORTED_CONTAINER)
     name = string(doc, c, path, "name", pattern=NAME, pattern_help=NAME_HELP, required_example="name: app")
     image = string(doc, c, path, "image", required_example="image: netlab/http-echo")
-    command = string_list(doc, c, path, "command")
+    command = _argv(doc, c, path, "command")
     if image not in BUILTIN_IMAGES and not command:
         raise doc.error(join(path, "image"),
                         f"image {image!r} is not built in, and no command is given to run instead",
                         f"use a built-in image ({', '.join(BUILTIN_IMAGES)}) or add command: [...] "
                         "naming a program on this machine to run in the pod")
+    if command:
+        _check_program(doc, index(join(path, "command"), 0), command[0])
     return Container(name=name, image=image, command=command,  # type: ignore[arg-type]
-                     args=string_list(doc, c, path, "args"), ports=_ports(doc, c, path), env=_env(doc, c, path))
+                     args=_argv(doc, c, path, "args"), ports=_ports(doc, c, path), env=_env(doc, c, path))
+
+
+def _argv(doc: Document, c: dict[str, Any], path: str, key: str) -> list[str]:
+    """command or args: text that execve can pass, so no NUL byte (it would end the string)."""
+    items = string_list(doc, c, path, key)
+    for i, item in enumerate(items):
+        if "\0" in item:
+            raise doc.error(index(join(path, key), i), f"{key}[{i}] contains a NUL byte (\\0)",
+                            "remove it; a program argument ends at the first NUL, so it cannot be passed")
+    return items
+
+
+def _check_program(doc: Document, path: str, program: str) -> None:
+    """An absolute program path can be checked now, before anything is built.
+
+    A bare name (`python3`) is looked up on PATH inside the pod when it starts, so a
+    missing one is reported then, by the process start, not here.
+    """
+    if not program:
+        raise doc.error(path, "the program to run is empty", "name a program, e.g. command: [/usr/bin/python3, ...]")
+    if not os.path.isabs(program):
+        return
+    if not os.path.exists(program):
+        raise doc.error(path, f"program {program!r} does not exist on this machine",
+                        "give the path of an installed program (check it with `ls -l`), or a name found on PATH")
+    if os.path.isdir(program) or not os.access(program, os.X_OK):
+        raise doc.error(path, f"{program!r} is not an executable file",
+                        "name an executable program, or make it executable with chmod +x")
 
 
 def port_protocol(doc: Document, p: dict[str, Any], path: str) -> str:
@@ -138,6 +182,7 @@ def _ports(doc: Document, c: dict[str, Any], path: str) -> list[ContainerPort]:
         p = mapping(doc, item, here)
         check_fields(doc, p, here, ("containerPort", "name", "protocol"), (), ignored.UNSUPPORTED_CONTAINER_PORT)
         number = integer(doc, p, here, "containerPort", low=1, high=65535, required_example="containerPort: 8080")
+        check_not_proxy_port(doc, join(here, "containerPort"), number)  # type: ignore[arg-type]
         protocol = port_protocol(doc, p, here)
         if any(q.container_port == number and q.protocol == protocol for q in ports):
             raise doc.error(join(here, "containerPort"), f"containerPort {number}/{protocol} is listed twice",
@@ -148,6 +193,14 @@ def _ports(doc: Document, c: dict[str, Any], path: str) -> list[ContainerPort]:
     return ports
 
 
+def check_not_proxy_port(doc: Document, path: str, port: int) -> None:
+    """Refuse a port the mesh's proxies claim in every pod (shared with Service targetPorts)."""
+    if port in PROXY_PORTS:
+        raise doc.error(path, f"port {port} is reserved for the mesh's proxies "
+                              f"({', '.join(str(p) for p in sorted(PROXY_PORTS))})",
+                        "use another port for the application; Istio's proxies listen on these in every pod")
+
+
 def _env(doc: Document, c: dict[str, Any], path: str) -> dict[str, str]:
     env: dict[str, str] = {}
     base = join(path, "env")
@@ -155,7 +208,8 @@ def _env(doc: Document, c: dict[str, Any], path: str) -> dict[str, str]:
         here = index(base, i)
         e = mapping(doc, item, here)
         check_fields(doc, e, here, ("name", "value"), (), ignored.UNSUPPORTED_ENV)
-        name = string(doc, e, here, "name", required_example="name: GREETING")
+        name = string(doc, e, here, "name", pattern=ENV_NAME, pattern_help=ENV_NAME_HELP,
+                      required_example="name: GREETING")
         if name in env:
             raise doc.error(join(here, "name"), f"variable {name!r} is set twice", "keep one of the two")
         value = e.get("value", "")
@@ -163,5 +217,8 @@ def _env(doc: Document, c: dict[str, Any], path: str) -> dict[str, str]:
             value = ""
         if not isinstance(value, str):
             raise wrong_type(doc, join(here, "value"), value, "a string")
+        if "\0" in value:
+            raise doc.error(join(here, "value"), "the value contains a NUL byte (\\0)",
+                            "remove it; an environment variable ends at the first NUL")
         env[name] = value  # type: ignore[index]
     return env

@@ -20,7 +20,7 @@ import jsonschema
 from jsonschema.exceptions import ValidationError
 
 from netlab.errors import TopologyError
-from netlab.model import IstioVersion, Node
+from netlab.model import FABRIC_CIDR, IstioVersion, Node
 from netlab.topology.documents import Document, index, join
 from netlab.topology.schema_errors import first_error, schema_error
 
@@ -106,8 +106,23 @@ def _cidr(doc: Document, network: dict[str, str], path: str, default: str) -> ip
         raise doc.error(path, f"{value!r} is not a valid IPv4 network ({e})", fix) from None
     if net.prefixlen > 24:
         raise doc.error(path, f"{net} is too small", "use a range of /24 or larger, e.g. 10.96.0.0/16")
+    for special, what in SPECIAL_RANGES:
+        if net.overlaps(special):
+            raise doc.error(path, f"{net} overlaps {special}, {what}",
+                            f"use a private range outside it, e.g. {default}")
     return net
 
+
+# Ranges a pod or Service range must stay out of: an address there would be routed to
+# the fabric, the host's loopback, the link-local pod gateway, or nowhere at all.
+SPECIAL_RANGES: tuple[tuple[ipaddress.IPv4Network, str], ...] = (
+    (FABRIC_CIDR, "netlab's own fabric network joining the nodes"),
+    (ipaddress.IPv4Network("0.0.0.0/8"), "'this network' (0.0.0.0/8), which is never routed"),
+    (ipaddress.IPv4Network("127.0.0.0/8"), "the loopback range"),
+    (ipaddress.IPv4Network("169.254.0.0/16"), "the link-local range (pods reach their node through 169.254.1.1)"),
+    (ipaddress.IPv4Network("224.0.0.0/4"), "the multicast range"),
+    (ipaddress.IPv4Network("240.0.0.0/4"), "the reserved range 240.0.0.0/4 (and broadcast)"),
+)
 
 
 def _schema_error(doc: Document, error: ValidationError) -> TopologyError:

@@ -24,6 +24,8 @@ from netlab.topology.placement import nodes_for
 # root namespace, where mesh-wide PeerAuthentication and AuthorizationPolicy live.
 IMPLICIT_NAMESPACES = (DEFAULT_NAMESPACE, "istio-system")
 DEFAULT_SERVICE_ACCOUNT = "default"
+MAX_PODS = 256
+"""Pods one lab may have, summed over every Deployment's replicas."""
 
 Parsed = Union[Namespace, ServiceAccount, Deployment, Service, Resource]
 
@@ -66,6 +68,10 @@ def build_lab(collected: Collected, files: list[str], name_override: str | None)
     account_keys = {(a.namespace, a.name) for a in accounts}
 
     deployments = [(o, d) for o, d in collected.objects if isinstance(o, Deployment)]
+    by_namespace: dict[str, list[tuple[Deployment, Document]]] = {}
+    for dep, dep_doc in deployments:
+        by_namespace.setdefault(dep.namespace, []).append((dep, dep_doc))
+    _check_pod_count(deployments)
     cluster_ips: dict[str, tuple[Service, Document]] = {}
     service_net = ipaddress.IPv4Network(header.service_cidr)
     for obj, doc in collected.objects:
@@ -78,7 +84,9 @@ def build_lab(collected: Collected, files: list[str], name_override: str | None)
         if isinstance(obj, Deployment):
             _check_deployment(obj, doc, header, account_keys)
         elif isinstance(obj, Service):
-            _check_service(obj, doc, service_net, cluster_ips, deployments)
+            _check_service(obj, doc, service_net, cluster_ips, by_namespace.get(obj.namespace, []))
+    _check_service_addresses([(o, d) for o, d in collected.objects if isinstance(o, Service)], service_net,
+                             header)
 
     return Lab(
         name=name_override or header.name, nodes=header.nodes, istio_version=header.istio_version,
@@ -133,6 +141,7 @@ def _check_deployment(dep: Deployment, doc: Document, header: LabHeader,
 def _check_service(svc: Service, doc: Document, service_net: ipaddress.IPv4Network,
                    cluster_ips: dict[str, tuple[Service, Document]],
                    deployments: list[tuple[Deployment, Document]]) -> None:
+    """`deployments`: those of the Service's namespace, the only ones its selector can match."""
     if svc.cluster_ip is not None:
         ip = ipaddress.IPv4Address(svc.cluster_ip)
         if ip not in service_net or ip in (service_net.network_address, service_net.broadcast_address):
@@ -149,8 +158,7 @@ def _check_service(svc: Service, doc: Document, service_net: ipaddress.IPv4Netwo
                             f"({other_doc.file}, document {other_doc.number})",
                             "give each Service its own clusterIP, or remove clusterIP to have one allocated")
         cluster_ips[svc.cluster_ip] = (svc, doc)
-    selected = [d for d, _ in deployments if d.namespace == svc.namespace
-                and all(d.labels.get(k) == v for k, v in svc.selector.items())]
+    selected = [d for d, _ in deployments if all(d.labels.get(k) == v for k, v in svc.selector.items())]
     for i, port in enumerate(svc.ports):
         if not isinstance(port.target_port, str):
             continue
@@ -164,3 +172,32 @@ def _check_service(svc: Service, doc: Document, service_net: ipaddress.IPv4Netwo
                                 f"(its port names: {listed}){suggest(port.target_port, names)}",
                                 "name the port in the Deployment's containers[].ports[].name, "
                                 "or use the port number as targetPort")
+
+
+def _check_pod_count(deployments: list[tuple[Deployment, Document]]) -> None:
+    """Every pod is a network namespace with its own processes; past MAX_PODS a lab is no
+    longer something one machine builds in seconds, and planning it would not stay cheap."""
+    total = 0
+    for dep, doc in deployments:
+        total += dep.replicas
+        if total > MAX_PODS:
+            raise doc.error("spec.replicas", f"the lab would have more than {MAX_PODS} pods",
+                            "use fewer replicas or Deployments; netlab builds each pod as a network namespace")
+
+
+def _check_service_addresses(services: list[tuple[Service, Document]], service_net: ipaddress.IPv4Network,
+                             header: LabHeader) -> None:
+    """Every Service without a clusterIP needs a free address; say so now, not with a traceback at plan."""
+    usable = service_net.num_addresses - 2 - len(RESERVED_SERVICE_OFFSETS)
+    explicit = sum(1 for svc, _ in services if svc.cluster_ip is not None)
+    allocated = 0
+    for svc, doc in services:
+        if svc.cluster_ip is not None:
+            continue
+        allocated += 1
+        if explicit + allocated > usable:
+            raise doc.error("metadata.name",
+                            f"serviceCIDR {service_net} has no address left for Service {svc.namespace}/{svc.name} "
+                            f"({usable} usable addresses, {len(services)} Services)",
+                            f"use a larger serviceCIDR in the Lab document ({header.doc.file}, "
+                            f"spec.network.serviceCIDR), e.g. 10.96.0.0/16")

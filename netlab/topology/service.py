@@ -12,7 +12,7 @@ from typing import Any
 
 from netlab.model import Service, ServicePort
 from netlab.topology import ignored
-from netlab.topology.deployment import PORT_NAME, PORT_NAME_HELP, port_protocol
+from netlab.topology.deployment import PORT_NAME, PORT_NAME_HELP, check_not_proxy_port, port_protocol
 from netlab.topology.documents import Document, index, join
 from netlab.topology.fields import (NAME, NAME_HELP, SERVICE_NAME, SERVICE_NAME_HELP, check_fields, integer,
                                     mapping, required, sequence, string, string_map, wrong_type)
@@ -86,12 +86,14 @@ def _target_port(doc: Document, p: dict[str, Any], path: str, port: int) -> int 
     value = p.get("targetPort")
     here = join(path, "targetPort")
     if value is None:
+        check_not_proxy_port(doc, join(path, "port"), port)  # the target defaults to it
         return port
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise wrong_type(doc, here, value, "a port number or a containerPort name")
     if isinstance(value, int):
         if not 1 <= value <= 65535:
             raise doc.error(here, f"{value} is out of range", "use a port from 1 to 65535")
+        check_not_proxy_port(doc, here, value)
         return value
     if value.isdigit():
         raise doc.error(here, f"targetPort {value!r} is quoted, so it reads as a port name",
