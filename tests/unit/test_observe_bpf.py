@@ -8,6 +8,7 @@ import re
 import socket
 import struct
 import tomllib
+from collections import deque
 from fnmatch import fnmatch
 from importlib import resources
 from pathlib import Path
@@ -118,7 +119,6 @@ def test_ring_chunk_split_and_decoded() -> None:
     chunk = b"".join(struct.pack("<II", RECORD_SIZE, 0) + r + b"\0" * (step - RB_HDR - len(r))
                      for r in (drop, state))
     assert list(split_records(chunk, RECORD_SIZE)) == [drop, state]
-    from collections import deque
     assert count_records(deque([chunk]), RECORD_SIZE) == 2
 
     dec = Decoder(reasons={3: "NO_SOCKET"}, ifnames={("pod", 2): "eth0@if9"},
