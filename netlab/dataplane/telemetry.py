@@ -10,7 +10,6 @@ without touching prometheus_client's process-wide settings. Peers are the snapsh
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import threading
@@ -21,10 +20,11 @@ from typing import Iterator, Literal, TextIO
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from netlab import mesh
+from netlab.dataplane.proxy.admin import metrics_server
 from netlab.snapshot import Workload
 
 UNKNOWN = "unknown"
@@ -195,36 +195,4 @@ class ZtunnelTelemetry:
 
         Taking a socket (not host/port) lets ztunnel create it inside the node netns.
         """
-        await serve_metrics(self.registry, sock)
-
-    async def serve(self, host: str, port: int = mesh.METRICS_PORT) -> None:
-        sock = socket.create_server((host, port))
-        await self.serve_metrics(sock)
-
-
-async def serve_metrics(registry: CollectorRegistry, sock: socket.socket) -> None:
-    """A minimal HTTP/1.1 server for GET/HEAD /metrics (one request per connection)."""
-    sock.setblocking(False)
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
-            method, target = (head.split(b"\r\n", 1)[0].decode("latin-1").split(" ") + ["", ""])[:2]
-            path = target.split("?", 1)[0]
-            if method in ("GET", "HEAD") and path in ("/metrics", "/stats/prometheus"):
-                status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, generate_latest(registry)
-            else:
-                status, ctype, body = "404 Not Found", "text/plain", b"not found\n"
-            hdr = (f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                   "Connection: close\r\n\r\n").encode()
-            writer.write(hdr + (b"" if method == "HEAD" else body))
-            await writer.drain()
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError,
-                ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(handle, sock=sock)
-    async with server:
-        await server.serve_forever()
+        await metrics_server(self.registry, sock)

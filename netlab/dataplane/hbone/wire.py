@@ -11,7 +11,7 @@ from typing import Awaitable
 # frames. Big frames also keep h2's per-frame Python work small next to the bytes
 # moved. Buffers this size sit above glibc's default mmap threshold, so each one was a
 # fresh mapping plus page faults; ztunnel raises the threshold at start
-# (ztunnel.__main__.tune_malloc).
+# (dataplane.proxy.config.tune_malloc).
 STREAM_WINDOW = 4 << 20
 CONN_WINDOW = 16 << 20
 MAX_FRAME = 1 << 20

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import ctypes
 import logging
 import sys
 
@@ -12,11 +10,10 @@ from prometheus_client import CollectorRegistry
 
 from netlab import mesh
 from netlab.dataplane.policy import Evaluator
-from netlab.dataplane.proxy import lifecycle
+from netlab.dataplane.proxy import certs, config, lifecycle
+from netlab.dataplane.proxy.admin import serve_metrics, serve_readiness
 from netlab.dataplane.telemetry import ZtunnelTelemetry
-from netlab.dataplane.ztunnel import certs
 from netlab.dataplane.ztunnel.proxy import PodProxy
-from netlab.dataplane.ztunnel.serve import serve_metrics, serve_readiness
 from netlab.snapshot import ProxySnapshot
 
 MODE = "ambient"  # the pods a ztunnel serves
@@ -28,11 +25,11 @@ class Ztunnel:
 
     def __init__(self, cfg: ProxySnapshot) -> None:
         self.cfg = cfg
+        pods = cfg.local_workloads(MODE)
         self.telemetry = ZtunnelTelemetry(CollectorRegistry(), cfg.node, sys.stdout)
-        self.certs = certs.cert_manager(cfg, MODE)
+        self.certs = certs.cert_manager(cfg, pods)
         policy = Evaluator(cfg.policies)
-        self.proxies = [PodProxy(p, cfg, self.certs, self.telemetry, policy)
-                        for p in cfg.local_workloads(MODE)]
+        self.proxies = [PodProxy(p, cfg, self.certs, self.telemetry, policy) for p in pods]
         self._ready: asyncio.AbstractServer | None = None
         self._metrics: asyncio.Task[None] | None = None
 
@@ -41,7 +38,7 @@ class Ztunnel:
             for p in self.proxies:
                 await p.start()
             self._ready = await serve_readiness(mesh.HEALTH_PORT)
-            self._metrics = serve_metrics(mesh.METRICS_PORT, self.telemetry)
+            self._metrics = serve_metrics(mesh.METRICS_PORT, self.telemetry.registry)
         except BaseException:
             await self.close()
             raise
@@ -69,38 +66,8 @@ async def run(cfg: ProxySnapshot) -> None:
     await lifecycle.serve(start, on_ready=Ztunnel.announce)
 
 
-M_TRIM_THRESHOLD = -1
-M_MMAP_THRESHOLD = -3
-
-
-def tune_malloc() -> None:
-    """Keep glibc from handing memory back to the kernel for every bulk buffer.
-
-    Why: at bulk rates ztunnel allocates and frees ~256 KiB buffers thousands of times a
-    second (socket reads, TLS output, h2 frames). With glibc's defaults a buffer over
-    128 KiB is a fresh mmap/munmap, and a heap top over 128 KiB free is trimmed with
-    brk; either way every buffer costs page faults. Raising both thresholds measured
-    2.3 → 3.6 Gbit/s through two ztunnels (`netlab bench hbone`), with system time per
-    GB halved. The heap then keeps its peak size, which is what a proxy wants.
-    """
-    try:
-        libc = ctypes.CDLL(None)
-        ok = libc.mallopt(M_TRIM_THRESHOLD, 256 << 20) and libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        ok = False
-    if not ok:
-        logging.getLogger("ztunnel").debug("mallopt unavailable; bulk throughput will be lower")
-
-
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m netlab.dataplane.ztunnel")
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--log-level", default="INFO")
-    a = ap.parse_args(argv)
-    logging.basicConfig(level=a.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    tune_malloc()
-    asyncio.run(run(ProxySnapshot.load(a.config)))
+    config.main("ztunnel", run, argv)
 
 
 if __name__ == "__main__":

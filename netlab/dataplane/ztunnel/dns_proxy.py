@@ -18,7 +18,6 @@ import asyncio
 import logging
 import socket
 import struct
-from contextlib import nullcontext
 from typing import Any, Iterable
 
 import dns.exception
@@ -32,7 +31,7 @@ import dns.rrset
 
 from netlab import mesh
 from netlab.dataplane.dns import DEFAULT_TTL, Zone, formerr, normalize, serve_tcp_queries
-from netlab.dataplane.ztunnel import sockets
+from netlab.dataplane.proxy.sockets import marked_socket
 from netlab.snapshot import Service
 
 log = logging.getLogger("ztunnel.dns")
@@ -111,19 +110,6 @@ def servfail(query: dns.message.Message) -> bytes:
     return resp.to_wire()
 
 
-def _socket(netns: str | None, kind: socket.SocketKind, proto: int) -> socket.socket:
-    """A marked, non-blocking socket made in `netns` (None: ztunnel's own, the node's)."""
-    with sockets._pod_netns.entered(netns) if netns else nullcontext():
-        s = socket.socket(socket.AF_INET, kind, proto)
-    try:
-        s.setsockopt(socket.SOL_SOCKET, sockets.SO_MARK, sockets.ZTUNNEL_MARK)
-        s.setblocking(False)
-    except BaseException:
-        s.close()
-        raise
-    return s
-
-
 class Upstream:
     """The pod's resolver, asked from a fresh marked socket per query (random source port)."""
 
@@ -135,7 +121,7 @@ class Upstream:
         if self.addr is None:
             return None
         loop = asyncio.get_running_loop()
-        s = _socket(self.netns, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+        s = marked_socket(self.netns, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
         try:
             async with asyncio.timeout(self.timeout):
                 await loop.sock_connect(s, self.addr)  # connected: only the resolver's replies
@@ -152,7 +138,7 @@ class Upstream:
     async def tcp(self, wire: bytes) -> bytes | None:
         if self.addr is None:
             return None
-        s = _socket(self.netns, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        s = marked_socket(self.netns, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         writer = None
         try:
             async with asyncio.timeout(self.timeout):
@@ -203,8 +189,8 @@ class DnsProxy:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        udp = _socket(self.netns, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
-        tcp = _socket(self.netns, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        udp = marked_socket(self.netns, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+        tcp = marked_socket(self.netns, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         try:
             udp.bind((LISTEN_IP, DNS_PROXY_PORT))
             tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

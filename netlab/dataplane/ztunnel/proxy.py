@@ -20,8 +20,9 @@ from netlab.dataplane import hbone
 from netlab.dataplane.identity import CertManager, Identity
 from netlab.dataplane.policy import Connection, Evaluator
 from netlab.dataplane.telemetry import ConnRecord, ZtunnelTelemetry
-from netlab.dataplane.ztunnel import dns_proxy, sockets
-from netlab.dataplane.ztunnel.relay import STREAM_LIMIT, CountingReader, CountingWriter, pipe
+from netlab.dataplane.proxy import sockets
+from netlab.dataplane.proxy.relay import STREAM_LIMIT, CountingReader, CountingWriter, pipe
+from netlab.dataplane.ztunnel import dns_proxy
 from netlab.snapshot import Endpoint, ProxySnapshot, ServicePort, Workload
 
 log = logging.getLogger("ztunnel")

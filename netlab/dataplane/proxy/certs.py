@@ -1,9 +1,9 @@
-"""ztunnel's credentials: a node-bound bootstrap identity, then workload certs from the CA.
+"""A proxy's credentials: a node-bound bootstrap identity, then workload certs from the CA.
 
-Real ztunnel proves who it is with its Kubernetes service-account token. netlab has
+Real proxies prove who they are with their Kubernetes service-account token. netlab has
 no API server, so the bootstrap certificate (SAN `netlab://node/<node>`) is minted
 here at start from the lab CA's directory: that step stands in for the kubelet
-handing ztunnel its token and is the only time the CA key is read outside the CA.
+handing the proxy its token and is the only time the CA key is read outside the CA.
 Every workload certificate afterwards is requested over the CA's mTLS API and is
 subject to its node check (impersonation only for service accounts on this node).
 """
@@ -11,10 +11,11 @@ subject to its node check (impersonation only for service accounts on this node)
 from __future__ import annotations
 
 import os
+from typing import Iterable
 
 from netlab.dataplane.ca import CertClient, LabCA
 from netlab.dataplane.identity import CertManager
-from netlab.snapshot import ProxySnapshot
+from netlab.snapshot import ProxySnapshot, Workload
 
 
 def _write(path: str, data: bytes, mode: int) -> None:
@@ -25,7 +26,7 @@ def _write(path: str, data: bytes, mode: int) -> None:
 
 
 def bootstrap(cfg: ProxySnapshot) -> tuple[bytes, bytes, bytes]:
-    """(cert, key, root) PEM for this node's ztunnel, also kept under its workdir."""
+    """(cert, key, root) PEM for this node's proxy, also kept under its workdir."""
     os.makedirs(cfg.workdir, exist_ok=True)
     ca = LabCA(cfg.ca.dir, cfg.trust_domain)
     cert, key = ca.issue_bootstrap(cfg.node)
@@ -34,12 +35,15 @@ def bootstrap(cfg: ProxySnapshot) -> tuple[bytes, bytes, bytes]:
     return cert, key, ca.root_pem
 
 
-def cert_manager(cfg: ProxySnapshot, mode: str) -> CertManager:
-    """A manager fetching only through the CA API; prefetches every SA of `mode` on this node."""
+def cert_manager(cfg: ProxySnapshot, serves: Iterable[Workload]) -> CertManager:
+    """A manager fetching only through the CA API; prefetches the identities of `serves`.
+
+    Must run inside the event loop: the manager's fetch workers start here.
+    """
     cert, key, root = bootstrap(cfg)
     client = CertClient(cfg.ca.url, cert, key, root, cfg.trust_domain)
     mgr = CertManager(client.fetch)
     mgr.start()
-    for sa in sorted({(w.namespace, w.service_account) for w in cfg.local_workloads(mode)}):
+    for sa in sorted({(w.namespace, w.service_account) for w in serves}):
         mgr.prefetch(*sa)
     return mgr

@@ -1,8 +1,9 @@
-"""Byte-counting relays: ztunnel's metrics need bytes each way per connection.
+"""Byte-counting relays with half-close: every proxy's metrics need bytes each way per connection.
 
-`hbone.relay` moves the bytes for HBONE streams; it sees an upstream as a
-(reader, writer) pair, so wrapping that pair is how the counts (and the moment the
-connection ends) reach telemetry without touching the HBONE module.
+`pipe` copies between two plain connections. `hbone.relay` moves the bytes for HBONE
+streams; it sees an upstream as a (reader, writer) pair, so wrapping that pair is how
+the counts (and the moment the connection ends) reach telemetry without touching the
+HBONE module.
 """
 
 from __future__ import annotations

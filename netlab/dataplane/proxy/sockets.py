@@ -1,14 +1,18 @@
-"""Sockets the way ztunnel makes them: inside a pod's netns, marked, sometimes spoofing.
+"""Sockets the way in-pod proxies make them: inside a pod's netns, marked, sometimes spoofing.
 
 Why in-process setns: a socket stays in the namespace it was created in, so one
-ztunnel process can own listeners in every pod on its node (ztunnel's in-pod mode
-gets the netns fds from istio-cni; we open /run/netns/<name> ourselves).
+proxy process can own listeners in every pod on its node (ztunnel's in-pod mode gets
+the netns fds from istio-cni; we open /run/netns/<name> ourselves). Every socket
+carries SO_MARK 0x539 (mesh.PROXY_MARK), which the capture rules exempt, so a
+proxy's own traffic is never captured again (mesh-facts §1, §3).
 """
 
 from __future__ import annotations
 
 import socket
 import struct
+from contextlib import nullcontext
+from typing import ContextManager
 
 from netlab import mesh
 from netlab.kernel import netns as nsmod
@@ -17,12 +21,17 @@ SO_MARK = 36
 IP_TRANSPARENT = 19
 IP_FREEBIND = 15
 SO_ORIGINAL_DST = 80
-ZTUNNEL_MARK = mesh.PROXY_MARK
-_pod_netns = nsmod.KeptOpen()  # this process lives exactly as long as the lab
+_pod_netns = nsmod.KeptOpen()  # a proxy process lives exactly as long as the lab
 
 
-def listener(netns: str, port: int, transparent: bool, backlog: int = 512) -> socket.socket:
-    """A marked listener on 0.0.0.0:port inside `netns` (IP_TRANSPARENT for TPROXY mode).
+def _in(netns: str | None) -> ContextManager[object]:
+    """Inside `netns` (kept open: per-connection sockets are made there); None: our own netns."""
+    return _pod_netns.entered(netns) if netns else nullcontext()
+
+
+def listener(netns: str, port: int, transparent: bool, backlog: int = 512,
+             mark: int = mesh.PROXY_MARK) -> socket.socket:
+    """A marked listener on 0.0.0.0:port inside `netns` (IP_TRANSPARENT under TPROXY capture).
 
     proto must be IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted sockets only
     when `sock.proto == IPPROTO_TCP`, and without it Nagle holds HBONE's second small
@@ -32,7 +41,7 @@ def listener(netns: str, port: int, transparent: bool, backlog: int = 512) -> so
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.setsockopt(socket.SOL_SOCKET, SO_MARK, ZTUNNEL_MARK)
+        s.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
         if transparent:
             s.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
         s.bind(("0.0.0.0", port))
@@ -55,13 +64,24 @@ def original_dst(sock: socket.socket) -> tuple[str, int]:
         return ip, port
 
 
+def marked_socket(netns: str | None, kind: socket.SocketKind = socket.SOCK_STREAM,
+                  proto: int = socket.IPPROTO_TCP) -> socket.socket:
+    """A marked, non-blocking, unbound socket made in `netns` (None: the proxy's own netns)."""
+    with _in(netns):
+        s = socket.socket(socket.AF_INET, kind, proto)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, SO_MARK, mesh.PROXY_MARK)
+        s.setblocking(False)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
 def outbound_socket(netns: str) -> socket.socket:
     """An unconnected, marked socket in the source pod's netns (no spoofing: pod IP as source)."""
-    with _pod_netns.entered(netns):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    s.setsockopt(socket.SOL_SOCKET, SO_MARK, ZTUNNEL_MARK)
+    s = marked_socket(netns)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    s.setblocking(False)
     return s
 
 
@@ -71,15 +91,12 @@ def spoofed_socket(netns: str, client_ip: str) -> socket.socket:
     IP_TRANSPARENT + IP_FREEBIND let us bind an address the pod does not own; the
     in-pod connmark rules and the table-100 local route bring the app's replies back.
     """
-    with _pod_netns.entered(netns):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    s = marked_socket(netns)
     try:
-        s.setsockopt(socket.SOL_SOCKET, SO_MARK, ZTUNNEL_MARK)
         s.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
         s.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.bind((client_ip, 0))
-        s.setblocking(False)
     except BaseException:
         s.close()
         raise

@@ -1,0 +1,70 @@
+"""A proxy's admin ports: 15020 (Prometheus metrics) and 15021 (readiness).
+
+Both are bound in the process's own netns (ztunnel's is the node's): `netlab metrics`
+scrapes 15020 from there, as Prometheus scrapes a ztunnel pod on the host network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+
+def _listen(port: int) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen(128)
+    s.setblocking(False)
+    return s
+
+
+def serve_metrics(port: int, registry: CollectorRegistry) -> asyncio.Task[None]:
+    """Serve `/metrics` of `registry` on `port` until the task is cancelled."""
+    return asyncio.create_task(metrics_server(registry, _listen(port)))
+
+
+async def metrics_server(registry: CollectorRegistry, sock: socket.socket) -> None:
+    """A minimal HTTP/1.1 server for GET/HEAD /metrics (one request per connection)."""
+    sock.setblocking(False)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+            method, target = (head.split(b"\r\n", 1)[0].decode("latin-1").split(" ") + ["", ""])[:2]
+            path = target.split("?", 1)[0]
+            if method in ("GET", "HEAD") and path in ("/metrics", "/stats/prometheus"):
+                status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, generate_latest(registry)
+            else:
+                status, ctype, body = "404 Not Found", "text/plain", b"not found\n"
+            hdr = (f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                   "Connection: close\r\n\r\n").encode()
+            writer.write(hdr + (b"" if method == "HEAD" else body))
+            await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError,
+                ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, sock=sock)
+    async with server:
+        await server.serve_forever()
+
+
+async def serve_readiness(port: int) -> asyncio.AbstractServer:
+    """Answer 200 `ready` to any request: a proxy serves this port only once it is ready."""
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nready\n")
+            await writer.drain()
+        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, sock=_listen(port))

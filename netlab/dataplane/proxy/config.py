@@ -1,0 +1,60 @@
+"""Loading a proxy's config snapshot, and the command line every proxy process shares.
+
+`python -m netlab.dataplane.<proxy> --config FILE [--log-level L]`: the planner writes
+FILE (a `netlab.snapshot.ProxySnapshot`) and the proxy reads it once at start, as a
+real proxy would take its first full xDS push.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import logging
+import sys
+from typing import Awaitable, Callable, Sequence
+
+from netlab.snapshot import ProxySnapshot, SnapshotError
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+
+
+def load(path: str, proxy: str) -> ProxySnapshot:
+    """The snapshot in `path`; one written for another kind of proxy is refused."""
+    snap = ProxySnapshot.load(path)
+    if snap.proxy != proxy:
+        raise SnapshotError(f"{path} is a config for {snap.proxy!r}, not {proxy!r}")
+    return snap
+
+
+def tune_malloc() -> None:
+    """Keep glibc from handing memory back to the kernel for every bulk buffer.
+
+    Why: at bulk rates a proxy allocates and frees ~256 KiB buffers thousands of times
+    a second (socket reads, TLS output, h2 frames). With glibc's defaults a buffer over
+    128 KiB is a fresh mmap/munmap, and a heap top over 128 KiB free is trimmed with
+    brk; either way every buffer costs page faults. Raising both thresholds measured
+    2.3 → 3.6 Gbit/s through two ztunnels (`netlab bench hbone`), with system time per
+    GB halved. The heap then keeps its peak size, which is what a proxy wants.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        ok = libc.mallopt(M_TRIM_THRESHOLD, 256 << 20) and libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        ok = False
+    if not ok:
+        logging.getLogger("proxy").debug("mallopt unavailable; bulk throughput will be lower")
+
+
+def main(proxy: str, run: Callable[[ProxySnapshot], Awaitable[None]],
+         argv: Sequence[str] | None = None) -> None:
+    """Parse the shared arguments, set up logging and malloc, load the snapshot, run."""
+    ap = argparse.ArgumentParser(prog=f"python -m netlab.dataplane.{proxy}")
+    ap.add_argument("--config", required=True, help="the config snapshot the planner wrote")
+    ap.add_argument("--log-level", default="INFO")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=a.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tune_malloc()
+    asyncio.run(run(load(a.config, proxy)))
