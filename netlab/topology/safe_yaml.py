@@ -101,8 +101,8 @@ class _KubeConstructor(SafeConstructor):
             return super().construct_object(node, deep)
         except (ConstructorError, YamlProblem):
             raise
-        except (ValueError, TypeError, OverflowError, ArithmeticError) as e:
-            # `!!int abc`, `!!float x`, a 5,000-digit integer: PyYAML raises bare errors.
+        except (ValueError, TypeError, LookupError, ArithmeticError) as e:
+            # `!!int abc`, `!!bool maybe` (KeyError), a 5,000-digit integer: PyYAML raises bare errors.
             raise ConstructorError(None, None, f"{node.tag.replace('tag:yaml.org,2002:', '!!')} "
                                    f"value {_shorten(str(node.value))} cannot be read: {e}",
                                    node.start_mark) from None

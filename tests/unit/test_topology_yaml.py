@@ -92,7 +92,7 @@ def test_control_character_anywhere_is_located(tmp_path: Path, where: str) -> No
     assert "control character" in e.problem and "U+00" in e.problem
 
 
-@pytest.mark.parametrize("value", ["!!int abc", "!!float x", "!!binary AAAA", "!!set {a}", "!!omap [a: 1]",
+@pytest.mark.parametrize("value", ["!!int abc", "!!bool maybe", "!!float x", "!!binary AAAA", "!!set {a}", "!!omap [a: 1]",
                                    "!custom x", "!!python/object:os.system x", ".inf", "!!int " + "9" * 5000,
                                    '"\\ud800"'])
 def test_values_json_cannot_hold_are_located(tmp_path: Path, value: str) -> None:
