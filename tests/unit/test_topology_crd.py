@@ -217,3 +217,12 @@ def test_kubernetes_schema_version_is_pinned() -> None:
 def test_strategy_shape(tmp_path: Path) -> None:
     e = refused(tmp_path, DEPLOYMENT.replace("spec:\n  selector", "spec:\n  strategy: {type: 5}\n  selector"))
     assert e.path == "spec.strategy.type"
+
+
+def test_case_only_typos_get_the_right_suggestion(tmp_path: Path) -> None:
+    """difflib alone misses podCidr → podCIDR (ratio 0.57); case is compared first."""
+    path = tmp_path / "lab.yaml"
+    path.write_text(LAB.replace("spec: {nodes:", "spec: {network: {podCidr: 10.244.0.0/16}, nodes:"))
+    with pytest.raises(TopologyError) as info:
+        load([str(path)])
+    assert info.value.path == "spec.network.podCidr" and 'did you mean "podCIDR"?' in info.value.fix
