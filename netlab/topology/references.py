@@ -68,9 +68,12 @@ def build_lab(collected: Collected, files: list[str], name_override: str | None)
     account_keys = {(a.namespace, a.name) for a in accounts}
 
     deployments = [(o, d) for o, d in collected.objects if isinstance(o, Deployment)]
-    by_namespace: dict[str, list[tuple[Deployment, Document]]] = {}
+    # Deployments by (namespace, label, value): a Service's first selector pair picks its
+    # candidates, so matching stays linear however many Services and Deployments there are.
+    by_label: dict[tuple[str, str, str], list[tuple[Deployment, Document]]] = {}
     for dep, dep_doc in deployments:
-        by_namespace.setdefault(dep.namespace, []).append((dep, dep_doc))
+        for key, value in dep.labels.items():
+            by_label.setdefault((dep.namespace, key, value), []).append((dep, dep_doc))
     _check_pod_count(deployments)
     cluster_ips: dict[str, tuple[Service, Document]] = {}
     service_net = ipaddress.IPv4Network(header.service_cidr)
@@ -84,7 +87,8 @@ def build_lab(collected: Collected, files: list[str], name_override: str | None)
         if isinstance(obj, Deployment):
             _check_deployment(obj, doc, header, account_keys)
         elif isinstance(obj, Service):
-            _check_service(obj, doc, service_net, cluster_ips, by_namespace.get(obj.namespace, []))
+            first = next(iter(obj.selector.items()))
+            _check_service(obj, doc, service_net, cluster_ips, by_label.get((obj.namespace, *first), []))
     _check_service_addresses([(o, d) for o, d in collected.objects if isinstance(o, Service)], service_net,
                              header)
 
@@ -141,7 +145,7 @@ def _check_deployment(dep: Deployment, doc: Document, header: LabHeader,
 def _check_service(svc: Service, doc: Document, service_net: ipaddress.IPv4Network,
                    cluster_ips: dict[str, tuple[Service, Document]],
                    deployments: list[tuple[Deployment, Document]]) -> None:
-    """`deployments`: those of the Service's namespace, the only ones its selector can match."""
+    """`deployments`: those of the Service's namespace carrying its first selector label."""
     if svc.cluster_ip is not None:
         ip = ipaddress.IPv4Address(svc.cluster_ip)
         if ip not in service_net or ip in (service_net.network_address, service_net.broadcast_address):
