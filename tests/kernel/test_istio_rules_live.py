@@ -18,6 +18,7 @@ from netlab.kernel import netns
 from netlab.plan import iptables_text as it
 from netlab.plan import istio_rules as ir
 from netlab.plan import steal_rules as sr
+from netlab.plan.profile import profile
 
 pytestmark = pytest.mark.kernel
 
@@ -58,10 +59,10 @@ def golden_v4(name: str) -> it.Ruleset:
 
 
 LIVE_CASES = {
-    "ambient-inpod-1.28/default.golden": lambda: ir.render_ambient_inpod("1.24+"),
-    "ambient-inpod-1.23/default.golden": lambda: ir.render_ambient_inpod("1.23"),
+    "ambient-inpod-1.28/default.golden": lambda: ir.render_ambient_inpod("redirect"),
+    "ambient-inpod-1.23/default.golden": lambda: ir.render_ambient_inpod("tproxy"),
     "ambient-inpod-1.28/ingress.golden":
-        lambda: ir.render_ambient_inpod("1.24+", bypass_inbound=True, dns_capture=False),
+        lambda: ir.render_ambient_inpod("redirect", bypass_inbound=True, dns_capture=False),
     "sidecar-1.28/basic.golden": lambda: ir.render_sidecar(),
     "sidecar-1.28/tproxy.golden": lambda: ir.render_sidecar(
         "TPROXY", exclude_inbound=(), exclude_outbound_ports=(),
@@ -85,7 +86,7 @@ def test_live_hostprobe_with_ipset(ns: str, backend: str) -> None:
     run_in(ns, ["ipset", "create", spec.name, spec.type])
     for member in spec.members:
         run_in(ns, ["ipset", "add", spec.name, member])
-    restore(ns, backend, ir.render_ambient_hostprobe("1.24+"))
+    restore(ns, backend, ir.render_ambient_hostprobe(jump_first=True))
     live = save(ns, backend)
     expected = golden_v4("ambient-inpod-1.28/hostprobe.golden")
     assert live == expected, it.diff(expected, live, ("golden", "live"))
@@ -95,7 +96,7 @@ def test_live_hostprobe_with_ipset(ns: str, backend: str) -> None:
 @pytest.mark.parametrize("version", ["1.23", "1.24+"])
 @pytest.mark.parametrize("first", [False, True], ids=["appended", "inserted-first"])
 def test_steal_on_top_of_ambient(ns: str, backend: str, version: str, first: bool) -> None:
-    restore(ns, backend, ir.render_ambient_inpod(version))  # type: ignore[arg-type]
+    restore(ns, backend, ir.render_ambient_inpod(profile(version).ambient_capture))
     before = save(ns, backend)
     restore(ns, backend, sr.render_steal(8080, 40000, 4242, output_jump_first=first),
             *sr.RESTORE_ARGS)
