@@ -13,7 +13,7 @@ from typing import Any
 
 from netlab.mesh import PROXY_PORTS
 from netlab.model import BUILTIN_IMAGES, Container, ContainerPort, Deployment
-from netlab.topology import ignored
+import netlab.topology.ignored as ignored
 from netlab.topology.documents import Document, index, join
 from netlab.topology.fields import (NAME, NAME_HELP, SUBDOMAIN, SUBDOMAIN_HELP, check_fields, integer, mapping,
                                     required, sequence, string, string_list, string_map, wrong_type)

@@ -18,7 +18,8 @@ import yaml
 
 from netlab.errors import TopologyError
 from netlab.model import Source
-from netlab.topology import safe_yaml
+from netlab.topology.safe_yaml import MAX_FILE_BYTES, Budget, YamlProblem, scalar_key
+from netlab.topology.safe_yaml import documents as yaml_documents
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _LAST_SEGMENT = re.compile(r'(?:^|\.)[A-Za-z_][A-Za-z0-9_-]*$|\[\d+\]$|\["(?:[^"\\]|\\.)*"\]$')
@@ -82,7 +83,7 @@ class Document:
         return Source(self.file, self.number, self.lines.get(""))
 
 
-def read_file(path: str, budget: safe_yaml.Budget | None = None) -> list[Document]:
+def read_file(path: str, budget: Budget | None = None) -> list[Document]:
     """Every non-empty document in `path`, in order. Raises TopologyError on unreadable YAML.
 
     `budget` is shared by the files of one load, so aliases cannot multiply past the
@@ -92,7 +93,7 @@ def read_file(path: str, budget: safe_yaml.Budget | None = None) -> list[Documen
     documents: list[Document] = []
     number = None
     try:
-        for number, node, data in safe_yaml.documents(text, budget or safe_yaml.Budget()):
+        for number, node, data in yaml_documents(text, budget or Budget()):
             if node is None or data is None:
                 continue
             _reject_duplicate_keys(path, number, node)
@@ -100,7 +101,7 @@ def read_file(path: str, budget: safe_yaml.Budget | None = None) -> list[Documen
             _collect_lines(node, "", lines, set())
             lines[""] = node.start_mark.line + 1
             documents.append(Document(path, number, data, lines))
-    except safe_yaml.YamlProblem as e:
+    except YamlProblem as e:
         raise TopologyError(path, e.document, "", e.problem, e.fix, e.line) from None
     except yaml.reader.ReaderError as e:
         raise _reader_error(path, text, e) from None
@@ -136,8 +137,8 @@ def _read_text(path: str) -> str:
             raise TopologyError(path, None, "", "this is not a regular file (a device, pipe or socket)",
                                 "save the topology to a file and name that file")
         raw = b""
-        while len(raw) <= safe_yaml.MAX_FILE_BYTES:
-            chunk = os.read(fd, safe_yaml.MAX_FILE_BYTES + 1 - len(raw))
+        while len(raw) <= MAX_FILE_BYTES:
+            chunk = os.read(fd, MAX_FILE_BYTES + 1 - len(raw))
             if not chunk:
                 break
             raw += chunk
@@ -146,8 +147,8 @@ def _read_text(path: str) -> str:
                             "check that the file exists and is readable") from None
     finally:
         os.close(fd)
-    if len(raw) > safe_yaml.MAX_FILE_BYTES:
-        raise TopologyError(path, None, "", f"the file is larger than {safe_yaml.MAX_FILE_BYTES // 1024} KiB",
+    if len(raw) > MAX_FILE_BYTES:
+        raise TopologyError(path, None, "", f"the file is larger than {MAX_FILE_BYTES // 1024} KiB",
                             "split the topology into several files given together; no lab needs this much")
     try:
         return raw.decode("utf-8")
@@ -235,7 +236,7 @@ def _collect_lines(node: yaml.Node, path: str, lines: dict[str, int], seen: set[
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
                 continue
-            here = join(path, safe_yaml.scalar_key(key_node))
+            here = join(path, scalar_key(key_node))
             lines.setdefault(here, key_node.start_mark.line + 1)
             _collect_lines(value_node, here, lines, seen)
     elif isinstance(node, yaml.SequenceNode):

@@ -13,7 +13,8 @@ from typing import Any
 
 from netlab.errors import TopologyError
 from netlab.model import Lab
-from netlab.topology import k8s_schema
+from netlab.topology.k8s_schema import KINDS as KUBERNETES_KINDS
+from netlab.topology.k8s_schema import validate as validate_kubernetes
 from netlab.topology.deployment import parse_deployment
 from netlab.topology.documents import Document, read_file
 from netlab.topology.safe_yaml import Budget
@@ -70,8 +71,8 @@ def load(paths: Sequence[str | os.PathLike[str]], name_override: str | None = No
                 parser = KINDS[kind][1]
                 assert parser is not None
                 parsed = parser(doc)
-                if kind in k8s_schema.KINDS:  # netlab's own reading first: its errors are tailored
-                    k8s_schema.validate(doc)
+                if kind in KUBERNETES_KINDS:  # netlab's own reading first: its errors are tailored
+                    validate_kubernetes(doc)
                 collected.objects.append((parsed, doc))
     return build_lab(collected, files, name_override)
 

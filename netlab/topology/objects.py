@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from netlab.model import Namespace, Resource, ServiceAccount
-from netlab.topology import crd, ignored
+import netlab.topology.ignored as ignored
+from netlab.topology.crd import validate_spec
 from netlab.topology.documents import Document
 from netlab.topology.fields import (NAME, NAME_HELP, SUBDOMAIN, SUBDOMAIN_HELP, check_fields, mapping,
                                     string, string_map)
@@ -76,6 +77,6 @@ def parse_kept(doc: Document) -> Resource:
     envelope(doc)
     meta = metadata(doc, namespaced=True, name_pattern=SUBDOMAIN, name_help=SUBDOMAIN_HELP)
     mapping(doc, doc.data.get("spec"), "spec")
-    spec = crd.validate_spec(doc, doc.data["kind"], doc.data["apiVersion"])
+    spec = validate_spec(doc, doc.data["kind"], doc.data["apiVersion"])
     return Resource(kind=doc.data["kind"], namespace=meta.namespace, name=meta.name, spec=spec,
                     labels=meta.labels, source=doc.source())

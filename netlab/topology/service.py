@@ -11,7 +11,7 @@ import ipaddress
 from typing import Any
 
 from netlab.model import Service, ServicePort
-from netlab.topology import ignored
+import netlab.topology.ignored as ignored
 from netlab.topology.deployment import PORT_NAME, PORT_NAME_HELP, check_not_proxy_port, port_protocol
 from netlab.topology.documents import Document, index, join
 from netlab.topology.fields import (NAME, NAME_HELP, SERVICE_NAME, SERVICE_NAME_HELP, check_fields, integer,
