@@ -22,6 +22,8 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from tests import golden
+
 from netlab import topology
 from netlab.kernel import lifecycle, query
 from netlab.mesh import DNS_PROXY_PORT
@@ -34,7 +36,7 @@ pytestmark = pytest.mark.kernel
 
 TOPO = REPO / "topologies" / "ambient-bookinfo.yaml"
 STRICT = Path(__file__).parent / "topologies" / "strict-policies.yaml"  # given with TOPO
-GOLDEN = REPO.parent / "shared" / "reference" / "istio"
+GOLDEN = golden.ISTIO  # vendored copies, see tests/golden/istio/README.md
 VERSIONS = ("1.23", "1.24+")
 PCAP_HEADER = 24
 

@@ -14,6 +14,8 @@ from typing import Iterator
 
 import pytest
 
+from tests import golden
+
 from netlab.kernel import netns
 from netlab.plan import iptables_text as it
 from netlab.plan import istio_rules as ir
@@ -22,7 +24,7 @@ from netlab.plan.profile import profile
 
 pytestmark = pytest.mark.kernel
 
-GOLDEN = Path(__file__).parents[2].parent / "shared" / "reference" / "istio"
+GOLDEN = golden.ISTIO  # vendored copies, see tests/golden/istio/README.md
 BACKENDS = ("iptables-nft", "iptables-legacy")
 
 
@@ -54,7 +56,7 @@ def save(name: str, backend: str) -> it.Ruleset:
 
 def golden_v4(name: str) -> it.Ruleset:
     if not GOLDEN.is_dir():
-        pytest.fail(f"golden files not found at {GOLDEN}: clone netlab with shared/ beside it")
+        pytest.fail(f"golden files not found at {GOLDEN}: tests/golden is part of the repo")
     return it.parse_all((GOLDEN / name).read_text())[0]
 
 

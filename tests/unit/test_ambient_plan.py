@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import golden
+
 from netlab import topology
 from netlab.plan.modes.ambient import enrolled
 from netlab.plan.istio_rules import render_ambient_hostprobe, render_ambient_inpod
@@ -19,7 +21,7 @@ from netlab.snapshot import ProxySnapshot, from_json
 
 REPO = Path(__file__).resolve().parents[2]
 TOPO = REPO / "topologies" / "ambient-bookinfo.yaml"
-GOLDEN = REPO.parent / "shared" / "reference" / "istio"
+GOLDEN = golden.ISTIO  # vendored copies, see tests/golden/istio/README.md
 
 
 def _one_pod_deployment(name: str, namespace: str, dataplane_mode: str, node: str) -> str:

@@ -1,6 +1,6 @@
 """Our rendered rules equal Istio's golden files, rule by rule (no root needed).
 
-Golden files live in `<repo>/../shared/reference/istio`; a missing directory is an error,
+Golden files live in `tests/golden/istio` (vendored from istio/istio); a missing directory is an error,
 never a skip, so CI cannot go green without having compared anything.
 """
 
@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from tests import golden
+
 from netlab.plan import iptables_text as it
 from netlab.plan import istio_rules as ir
 from netlab.plan import steal_rules as sr
 
 REPO = Path(__file__).parents[2]
-GOLDEN = REPO.parent / "shared" / "reference" / "istio"
+GOLDEN = golden.ISTIO  # vendored copies, see tests/golden/istio/README.md
 
 TPROXY_GOLDEN_ARGS = dict(
     exclude_inbound=(), exclude_outbound_ports=(), outbound_ranges_include="9.9.0.0/16",
@@ -45,7 +47,7 @@ CASES = {
 def golden_v4(name: str) -> it.Ruleset:
     path = GOLDEN / name
     if not GOLDEN.is_dir():
-        pytest.fail(f"golden files not found at {GOLDEN}: clone netlab with shared/ beside it")
+        pytest.fail(f"golden files not found at {GOLDEN}: tests/golden is part of the repo")
     sets = it.parse_all(path.read_text())
     v4 = sets[0]
     assert not any("/128" in r for _, _, r in v4.rules), f"{name}: IPv6 rules in the v4 half"
