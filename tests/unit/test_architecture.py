@@ -22,6 +22,7 @@ LAYERS: dict[str, int] = {
     "netlab.mesh": 0,
     "netlab.model": 0,
     "netlab.snapshot": 0,
+    "netlab.xds": 0,
     "netlab.readiness": 0,
     "netlab.schema": 0,
     "netlab.topology": 1,
