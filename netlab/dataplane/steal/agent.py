@@ -16,7 +16,7 @@ from typing import Any
 
 from netlab.dataplane.proxy import lifecycle
 from netlab.dataplane.steal import rules
-from netlab.dataplane.steal.sniff import Segment, Sniffer, open_socket
+from netlab.kernel.afpacket import Segment, Sniffer, open_socket
 from netlab.plan.steal_rules import render_steal
 
 MARKER = "stolen-by-netlab-agent"

@@ -1,4 +1,4 @@
-"""sniff.parse on frames crafted with scapy, as an AF_PACKET socket would deliver them (no root)."""
+"""afpacket.parse on frames crafted with scapy, as an AF_PACKET socket would deliver them (no root)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet, Raw
 
-from netlab.dataplane.steal import sniff
+from netlab.kernel import afpacket as sniff
 
 
 def frame(*layers: Packet) -> bytes:
@@ -78,7 +78,7 @@ def test_a_frame_cut_inside_the_tcp_header_is_none() -> None:
 
 def test_importing_the_module_does_not_import_scapy() -> None:
     # Labs import sniff without sniffing; scapy's 0.2 s import is paid on first decode.
-    code = "import sys, netlab.dataplane.steal.sniff; print('scapy' in sys.modules)"
+    code = "import sys, netlab.kernel.afpacket; print('scapy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "False"

@@ -1,4 +1,8 @@
-"""Copies of TCP segments from an AF_PACKET socket: mirror mode, and the lab's wire probe.
+"""Copies of TCP segments from an AF_PACKET socket: mirror mode, and the labs' wire witness.
+
+Why here, in kernel: two rooms read packets this way, the steal agent's mirror mode
+(dataplane) and the wire witness (observe/witness/wire.py); this is the lowest layer
+both may import. It only reads: it opens no rule and changes nothing in the netns.
 
 AF_PACKET sees packets before netfilter on receive and after it on send, so it needs no
 rule in the netns and cannot disturb the flow it watches: that is why mirrord's mirror
