@@ -42,7 +42,7 @@ from netlab.dataplane import tlsutil
 from netlab.dataplane.proxy import lifecycle
 from netlab.dataplane.identity import (
     NODE_URI_PREFIX, ZTUNNEL_NAMESPACE, ZTUNNEL_SERVICE_ACCOUNT, Identity, IdentityError,
-    WorkloadCert, node_of, spiffe_identity, verify_server_identity)
+    WorkloadCert, node_of, pod_of, pod_uri, spiffe_identity, verify_server_identity)
 
 DEFAULT_TTL = 24 * 3600
 IMPERSONATION_FAILURE = "request impersonation authentication failure"
@@ -145,9 +145,30 @@ class LabCA:
                          common_name=f"ztunnel {node}")
         return cert, _key_pem(key)
 
+    def issue_pod_bootstrap(self, namespace: str, pod: str, service_account: str,
+                            ttl_seconds: int = DEFAULT_TTL) -> tuple[bytes, bytes]:
+        """A pod's own bootstrap (its service-account token's stand-in): (cert_pem, key_pem).
+
+        Why: a proxy that runs *as* a pod (a waypoint, a sidecar) asks istiod for its own
+        identity with its own token; there is no impersonation and so no node check.
+        """
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = self.sign(key.public_key(), [pod_uri(namespace, pod, service_account)], ttl_seconds,
+                         common_name=f"pod {namespace}/{pod}")
+        return cert, _key_pem(key)
+
     def authorize(self, caller: x509.Certificate, requested: Identity,
                   pods_by_node: dict[str, list[list[str]]]) -> None:
-        """istiod's node authoriser. Raises PermissionError with the one public message."""
+        """istiod's node authoriser. Raises PermissionError with the one public message.
+
+        A pod-bound caller gets exactly its own service account's identity, as istiod
+        grants a pod the identity its token names; anything else is impersonation.
+        """
+        pod = pod_of(caller)
+        if pod is not None:
+            if requested != self.identity(pod[0], pod[2]) or requested.is_ztunnel:
+                raise PermissionError(IMPERSONATION_FAILURE)
+            return
         try:
             who = spiffe_identity(caller)
         except IdentityError:

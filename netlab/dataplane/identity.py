@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 ZTUNNEL_NAMESPACE = mesh.ROOT_NAMESPACE
 ZTUNNEL_SERVICE_ACCOUNT = "ztunnel"
 NODE_URI_PREFIX = "netlab://node/"
+# A pod-bound bootstrap (the stand-in for a pod's projected service-account token):
+# `netlab://pod/<ns>/<pod>/sa/<sa>`. It names no SPIFFE identity, so it can never be
+# used for mTLS; the CA issues exactly the pod's own identity for it (no impersonation).
+POD_URI_PREFIX = "netlab://pod/"
 
 
 class IdentityError(Exception):
@@ -88,6 +92,20 @@ def spiffe_identity(cert: x509.Certificate) -> Identity:
     if len(found) != 1:
         raise IdentityError(f"certificate has {len(found)} SPIFFE URI SANs, expected 1")
     return Identity.parse(found[0])
+
+
+def pod_uri(namespace: str, pod: str, service_account: str) -> str:
+    return f"{POD_URI_PREFIX}{namespace}/{pod}/sa/{service_account}"
+
+
+def pod_of(cert: x509.Certificate) -> tuple[str, str, str] | None:
+    """(namespace, pod, service account) of a pod-bound bootstrap cert; None otherwise."""
+    for u in uri_sans(cert):
+        if u.startswith(POD_URI_PREFIX):
+            parts = u[len(POD_URI_PREFIX):].split("/")
+            if len(parts) == 4 and parts[2] == "sa" and all(parts):
+                return parts[0], parts[1], parts[3]
+    return None
 
 
 def node_of(cert: x509.Certificate) -> str | None:

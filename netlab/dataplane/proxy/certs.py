@@ -35,6 +35,30 @@ def bootstrap(cfg: ProxySnapshot) -> tuple[bytes, bytes, bytes]:
     return cert, key, ca.root_pem
 
 
+def pod_bootstrap(cfg: ProxySnapshot, pod: Workload) -> tuple[bytes, bytes, bytes]:
+    """(cert, key, root) PEM bound to `pod` (a proxy that runs as the pod: the waypoint).
+
+    The stand-in for the pod's projected service-account token: the CA answers it with
+    the pod's own identity only (`LabCA.authorize`).
+    """
+    os.makedirs(cfg.workdir, exist_ok=True)
+    ca = LabCA(cfg.ca.dir, cfg.trust_domain)
+    cert, key = ca.issue_pod_bootstrap(pod.namespace, pod.name, pod.service_account)
+    _write(cfg.bootstrap.cert, cert, 0o644)
+    _write(cfg.bootstrap.key, key, 0o600)
+    return cert, key, ca.root_pem
+
+
+def pod_cert_manager(cfg: ProxySnapshot, pod: Workload) -> CertManager:
+    """A manager for the one identity of a proxy that runs as `pod`, prefetched at once."""
+    cert, key, root = pod_bootstrap(cfg, pod)
+    client = CertClient(cfg.ca.url, cert, key, root, cfg.trust_domain)
+    mgr = CertManager(client.fetch)
+    mgr.start()
+    mgr.prefetch(pod.namespace, pod.service_account)
+    return mgr
+
+
 def cert_manager(cfg: ProxySnapshot, serves: Iterable[Workload]) -> CertManager:
     """A manager fetching only through the CA API; prefetches the identities of `serves`.
 
