@@ -24,15 +24,20 @@ def lab() -> None:
 @lab.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def list_(as_json: bool) -> None:
-    """The labs netlab knows, with their variants."""
+    """The labs netlab knows, with their variants and the outcome each must show."""
+    from netlab.labs import report
+
     labs = [registry.get(n) for n in registry.names()]
     if as_json:
-        out().print_json(json.dumps([{"name": lb.name, "title": lb.title,
-                                      "variants": [v.name for v in lb.variants]} for lb in labs]))
+        out().print_json(json.dumps([{"name": lb.name, "title": lb.title, "variants": [
+            {"name": v.name, "summary": v.summary, "outcome": v.outcome.to_dict()}
+            for v in lb.variants]} for lb in labs]))
         return
-    t = Table("lab", "title", "variants")
+    t = Table("lab", "variant", "must show")
     for lb in labs:
-        t.add_row(lb.name, lb.title, ", ".join(v.name for v in lb.variants))
+        for i, v in enumerate(lb.variants):
+            t.add_row(f"{lb.name}\n{lb.title}" if i == 0 else "", v.name,
+                      report.outcome_text(v.outcome))
     out().print(t)
 
 
@@ -56,7 +61,7 @@ def explain(name: str) -> None:
 @click.option("--keep", is_flag=True, help="Leave each variant's lab instance up.")
 def run(name: str, variants: tuple[str, ...], report_dir: str | None, as_json: bool,
         keep: bool) -> None:
-    """Run every variant of NAME (or --variant ones); exit 0 only if every expectation held."""
+    """Run every variant of NAME (or --variant ones); exit 0 only if each showed its outcome."""
     from netlab.labs import report, runner
 
     require_root()
@@ -73,22 +78,24 @@ def run(name: str, variants: tuple[str, ...], report_dir: str | None, as_json: b
             status.update(msg)
 
         def on_result(r: runner.VariantResult) -> None:
-            mark = "[green]PASS[/]" if r.ok else "[red]FAIL[/]"
-            console.print(f"{mark} {r.variant} ({r.seconds:.1f}s): {r.summary}", highlight=False)
+            # The outcome in its user colour; "as expected" in plain words beside it.
+            line = report.outcome_text(r.observed, with_meaning=False)
+            line.append(f"  {r.variant} ({r.seconds:.1f}s, {report.as_expected(r)}): "
+                        f"{r.summary}")
+            console.print(line, highlight=False)
             for v in r.verdicts:
                 if not v.held:
-                    console.print(f"     [red]✗[/] {v.id}: expected {v.expected}\n"
+                    console.print(f"     ✘ {v.id}: expected {v.expected}\n"
                                   f"       saw: {v.seen}", highlight=False)
             if r.error:
-                console.print(f"     [red]error:[/] {r.error}", highlight=False)
+                console.print(f"     [bold]error:[/] {r.error}", highlight=False)
 
         results = runner.run(the_lab, list(variants) or None, keep, progress, on_result)
     if report_dir:
         paths = report.write(report_dir, the_lab, results)
         console.print("report: " + ", ".join(os.path.relpath(p) for p in paths))
     if as_json:
-        click.echo(json.dumps({"lab": name, "ok": all(r.ok for r in results),
-                               "results": [r.to_dict() for r in results]}, indent=1))
+        click.echo(json.dumps(report.results_json(the_lab, results), indent=1))
     else:
         out().print(report.summary_table(results))
     if keep:

@@ -1,21 +1,61 @@
-"""The data a lab is made of, and the judging of evidence. Pure: no kernel, no root.
+"""What a lab is made of, and the judging of evidence. Pure: no kernel, no root.
 
-Evidence is a plain JSON-able dict a scenario fills with what it *observed* (the
-client's exit code and output, kernel events, iptables-save, sysctls read back).
-Expectations are small predicates over it that also say what they saw, so a failed
-one prints "expected X, saw Y" instead of a bare False, and the JSON report carries
-the evidence that backs every verdict.
+A lab is a folder: a topology, variants (each a named change to the model with the
+outcome it must show), traffic that drives real clients on the built instance and
+returns evidence, expectations over that evidence, the explain text and the lab's own
+report sections. The framework knows no lab: words like "stealing" or "mTLS" live in
+the lab's outcomes and expectations, never here.
+
+Evidence is a plain JSON-able dict of what was *observed* (a client's exit code and
+output, kernel events, iptables-save, sysctls read back). An expectation is a small
+predicate over it that also says what it saw, so a failure prints "expected X, saw Y".
+A variant is *as expected* when every expectation held: then the observed outcome is
+the declared one, otherwise it is "not as expected" and says what differed.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+from netlab import model, topology
+
+if TYPE_CHECKING:
+    from netlab.labs.context import Context
+    from netlab.labs.sections import Section
 
 Evidence = dict[str, Any]
 Check = Callable[[Evidence], tuple[bool, str]]  # -> (held, what was seen)
-Scenario = Callable[["Variant", str, Callable[[str], None]], Evidence]
+Change = Callable[[model.Lab], model.Lab]  # a variant's change to the lab's model
+Traffic = Callable[["Context"], Evidence]
+Sections = Callable[["VariantResult"], Sequence["Section"]]
+
+# Outcome words whose meaning for the user needs no saying; any other word must say.
+GOOD_FOR_USER = {"works": True, "fixed": True, "reproduced": False, "broken": False}
+NOT_AS_EXPECTED = "not as expected"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a variant shows, in the lab's words: `Outcome("reproduced", "the SYN dies at
+    the listener")`. `good` says whether the user is better off with it: the report
+    colours an outcome by that, never by whether the variant went as expected."""
+
+    word: str
+    meaning: str
+    good: bool | None = None  # None: looked up in GOOD_FOR_USER
+
+    def __post_init__(self) -> None:
+        if self.good is None:
+            if self.word not in GOOD_FOR_USER:
+                raise ValueError(f"outcome {self.word!r}: say whether it is good for the user "
+                                 f"(good=True/False); known words: {', '.join(GOOD_FOR_USER)}")
+            object.__setattr__(self, "good", GOOD_FOR_USER[self.word])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"word": self.word, "meaning": self.meaning, "good": self.good}
 
 
 @dataclass(frozen=True)
@@ -26,22 +66,38 @@ class Expectation:
     evidence_keys: tuple[str, ...] = ()  # where in the evidence the proof sits
 
 
+def expect(id: str, expected: str, check: Check, *evidence_keys: str) -> Expectation:
+    """`expect("stolen", "the client gets the agent's answer", check, "client")`."""
+    return Expectation(id, expected, check, evidence_keys)
+
+
+def unchanged(lab: model.Lab) -> model.Lab:
+    """The change of a variant that runs the topology as the file has it."""
+    return lab
+
+
 @dataclass(frozen=True)
 class Variant:
     name: str
     summary: str
+    outcome: Outcome  # what the evidence must show
     expectations: tuple[Expectation, ...]
-    params: dict[str, Any] = field(default_factory=dict)
-    works: bool = True  # does the user's goal (here: stealing) succeed in this variant?
+    change: Change = unchanged
+    params: Mapping[str, Any] = field(default_factory=dict)  # read by the lab's traffic
+
+
+def no_sections(result: "VariantResult") -> Sequence["Section"]:
+    return ()
 
 
 @dataclass(frozen=True)
 class Lab:
     name: str
     title: str
-    explain_path: Path
+    folder: Path  # holds topology.yaml and explain.md
     variants: tuple[Variant, ...]
-    scenario: Scenario  # runs one variant on a lab instance named by the runner
+    traffic: Traffic  # runs on each variant's built instance, returns evidence
+    sections: Sections = no_sections  # the lab's own report sections, from a result
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
@@ -49,8 +105,16 @@ class Lab:
                 return v
         raise KeyError(name)
 
+    def topology(self) -> model.Lab:
+        """The lab's model as its topology.yaml says (parsed and validated each call)."""
+        return topology.load([self.folder / "topology.yaml"])
+
+    def model(self, variant: Variant, base: model.Lab | None = None) -> model.Lab:
+        """The model `variant` builds: its change applied to the (given or loaded) base."""
+        return variant.change(base if base is not None else self.topology())
+
     def explain(self) -> str:
-        return self.explain_path.read_text()
+        return (self.folder / "explain.md").read_text()
 
 
 @dataclass
@@ -62,26 +126,63 @@ class Verdict:
     evidence_keys: list[str]
 
 
+@dataclass(frozen=True)
+class Observed:
+    """The outcome the evidence showed: the expected one, or "not as expected" and why."""
+
+    word: str
+    meaning: str
+    good: bool | None  # None when not as expected: the evidence does not say
+    as_expected: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"word": self.word, "meaning": self.meaning, "good": self.good,
+                "as_expected": self.as_expected}
+
+
+def observe(expected: Outcome, verdicts: Sequence[Verdict], error: str | None) -> Observed:
+    """Matching: the expected outcome is observed only when every expectation held."""
+    if error is None and verdicts and all(v.held for v in verdicts):
+        return Observed(expected.word, expected.meaning, expected.good, True)
+    if error is not None:
+        why = f"the variant did not run to the end: {error.splitlines()[0] if error else ''}"
+    elif not verdicts:
+        why = "no expectation to judge it by"
+    else:
+        why = "; ".join(f"{v.id}: expected {v.expected}, saw {v.seen}"
+                        for v in verdicts if not v.held)
+    return Observed(NOT_AS_EXPECTED, why, None, False)
+
+
 @dataclass
 class VariantResult:
     lab: str
     variant: str
     summary: str
-    works: bool
+    expected: Outcome
     instance: str
     seconds: float
     verdicts: list[Verdict]
     evidence: Evidence
     error: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # build, traffic, teardown
+
+    @cached_property
+    def observed(self) -> Observed:
+        return observe(self.expected, self.verdicts, self.error)
 
     @property
     def ok(self) -> bool:
-        return self.error is None and bool(self.verdicts) and all(v.held for v in self.verdicts)
+        """As expected: the evidence showed the outcome this variant must show."""
+        return self.observed.as_expected
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["ok"] = self.ok
-        return d
+        return {"lab": self.lab, "variant": self.variant, "summary": self.summary,
+                "ok": self.ok, "expected": self.expected.to_dict(),
+                "observed": self.observed.to_dict(), "instance": self.instance,
+                "seconds": self.seconds, "timings": self.timings,
+                "verdicts": [vars(v) for v in self.verdicts], "evidence": self.evidence,
+                "error": self.error}
 
 
 def evaluate(variant: Variant, evidence: Evidence) -> list[Verdict]:

@@ -1,115 +1,198 @@
-"""Lab framework without root: expectations judged on synthetic evidence, reports rendered."""
+"""The lab framework without root: outcomes, judging, model changes, reports."""
 
 from __future__ import annotations
 
-from netlab.labs import registry, report
-from netlab.labs.framework import Expectation, Lab, Variant, VariantResult, evaluate
-from netlab.labs.mirrord_ambient_steal import expectations as x
-from netlab.labs.mirrord_ambient_steal.sequence import sequence
-from netlab.plan.steal_rules import render_steal
+import json
+from pathlib import Path
 
-TNS = "nl-t-pod-shop-target-0"
+import pytest
+from rich.console import Console
 
+from netlab import model
+from netlab.labs import changes, registry, report
+from netlab.labs.framework import (NOT_AS_EXPECTED, Expectation, Lab, Outcome, Variant,
+                                   VariantResult, evaluate, expect)
+from netlab.labs.runner import instance_name
+from netlab.labs.sections import Step, Text, collapse
 
-def _evidence(**over: object) -> dict:
-    ev = {
-        "pods": {"client": {"netns": "nl-t-pod-shop-client-0", "ip": "10.244.0.2", "name": "client-0"},
-                 "target": {"netns": TNS, "ip": "10.244.1.2", "name": "target-0"}},
-        "ports": {"app": 9080, "agent": 39080, "hbone": 15008},
-        "mesh": {"client": True, "target": True},
-        "client": {"argv": ["curl"], "exit_code": 28, "stdout": "", "http_code": "000",
-                   "stderr": "curl: (28) Operation timed out"},
-        "iptables": {"nat_output": ["-A OUTPUT -j MIRRORD_OUTPUT", "-A OUTPUT -j ISTIO_OUTPUT"],
-                     "output_positions": {"MIRRORD_OUTPUT": 1, "ISTIO_OUTPUT": 2},
-                     "excerpt": ["-A OUTPUT -j MIRRORD_OUTPUT"], "mirrord_rules": 5},
-        "sysctl": {"net.ipv4.conf.all.route_localnet": "0"},
-        "conntrack": [{"source": "conntrack", "kind": "ct_new", "netns": TNS, "proto": "tcp",
-                       "saddr": "10.244.0.2", "sport": 5555, "daddr": "10.244.1.2", "dport": 9080,
-                       "extra": {"reply": {"saddr": "127.0.0.1", "sport": 39080,
-                                           "daddr": "10.244.0.2", "dport": 5555}}}],
-        "events": [{"source": "bpf", "kind": "rx", "netns": TNS, "ifname": "lo", "proto": "tcp",
-                    "saddr": "10.244.0.2", "sport": 5555, "daddr": "127.0.0.1", "dport": 39080,
-                    "tcp_flags": "S", "ts_ns": 1},
-                   {"source": "bpf", "kind": "tx", "netns": TNS, "ifname": "lo", "proto": "tcp",
-                    "saddr": "10.244.0.2", "sport": 5555, "daddr": "127.0.0.1", "dport": 39080,
-                    "tcp_flags": "S", "ts_ns": 2}],
-        "drops": [],
-        "counters": {"TcpExtListenDrops": 3, "IpOutNoRoutes": 3},
-        "wire": {"hbone_to_target": 4, "plaintext_to_target": 0, "marker_seen": False,
-                 "marker": "/p"},
-        "agent": {"warnings": ["WARNING: route_localnet could not be set"], "mirrored": []},
-    }
-    ev.update(over)
-    ev["events"] = list(ev["events"])
-    ev["events"] += ev["conntrack"]
-    return ev
+TINY = Path(__file__).resolve().parents[1] / "labs" / "tiny"
 
 
-def test_unprivileged_fix_judged_broken_from_kernel_evidence() -> None:
-    v = registry.get("mirrord-ambient-steal").variant("fix-unprivileged")
-    verdicts = evaluate(v, _evidence())
-    assert all(d.held for d in verdicts), [(d.id, d.seen) for d in verdicts if not d.held]
-    syn = next(d for d in verdicts if d.id == "syn-dies")
-    assert "ListenDrops +3" in syn.seen and "0 SYN-ACK" in syn.seen
+def _lab(*variants: Variant) -> Lab:
+    return Lab("tiny-echo", "a tiny lab", TINY, variants, traffic=lambda ctx: {})
 
 
-def test_failed_expectation_says_expected_and_seen() -> None:
-    v = registry.get("mirrord-ambient-steal").variant("fix-3.113")
-    verdicts = {d.id: d for d in evaluate(v, _evidence())}
-    assert not verdicts["stolen"].held
-    assert "curl exit 28" in verdicts["stolen"].seen
-    assert verdicts["jump-first"].held
-    assert not verdicts["route-localnet"].held and "read back" in verdicts["route-localnet"].seen
+def _result(variant: Variant, evidence: dict, error: str | None = None) -> VariantResult:
+    verdicts = evaluate(variant, evidence) if error is None else []
+    return VariantResult("tiny-echo", variant.name, variant.summary, variant.outcome, "ti1n0",
+                         1.0, verdicts, evidence, error)
+
+
+CODE_7 = expect("refused", "curl exits 7", lambda ev: (ev["exit"] == 7, f"exit {ev['exit']}"))
+BROKEN = Variant("broken", "closed port", Outcome("broken", "connection refused"), (CODE_7,))
+REPRODUCED = Variant("bug", "the bug", Outcome("reproduced", "the SYN dies at the listener"),
+                     (CODE_7,))
+
+
+# -- outcomes and matching --------------------------------------------------------------
+
+
+def test_outcome_knows_what_common_words_mean_for_the_user() -> None:
+    assert Outcome("works", "").good and Outcome("fixed", "").good
+    assert Outcome("reproduced", "").good is False and Outcome("broken", "").good is False
+    assert Outcome("degraded", "slow", good=False).good is False
+    with pytest.raises(ValueError, match="good for the user"):
+        Outcome("degraded", "slow")
+
+
+def test_observed_is_the_expected_outcome_only_when_every_expectation_held() -> None:
+    held = _result(BROKEN, {"exit": 7})
+    assert held.ok and held.observed.word == "broken" and held.observed.good is False
+    assert held.observed.as_expected
+    missed = _result(BROKEN, {"exit": 0})
+    assert not missed.ok and missed.observed.word == NOT_AS_EXPECTED
+    assert missed.observed.good is None
+    assert "refused: expected curl exits 7, saw exit 0" in missed.observed.meaning
+    crashed = _result(BROKEN, {}, error="KernelError: boom\ntraceback")
+    assert not crashed.ok and "did not run to the end: KernelError: boom" in \
+        crashed.observed.meaning
+    assert not _result(Variant("v", "s", Outcome("works", ""), ()), {}).ok  # nothing judged
 
 
 def test_missing_evidence_fails_instead_of_crashing() -> None:
     boom = Expectation("boom", "x", lambda ev: (ev["nope"]["deeper"], ""))
-    (d,) = evaluate(Variant("v", "s", (boom,)), {})
+    (d,) = evaluate(Variant("v", "s", Outcome("works", ""), (boom,)), {})
     assert not d.held and "KeyError" in d.seen
 
 
-def test_stolen_requires_the_marker_in_the_client_body() -> None:
-    ok = {"client": {"exit_code": 0, "stdout": '{"body": "stolen-by-netlab-agent"}'}}
-    app = {"client": {"exit_code": 0, "stdout": '{"server": "target-0"}'}}
-    assert x.stolen(ok)[0] and not x.stolen(app)[0] and x.not_stolen(app)[0]
+def test_json_carries_expected_and_observed_outcomes() -> None:
+    d = _result(BROKEN, {"exit": 7}).to_dict()
+    json.dumps(d)
+    assert d["ok"] is True
+    assert d["expected"] == {"word": "broken", "meaning": "connection refused", "good": False}
+    assert d["observed"]["word"] == "broken" and d["observed"]["as_expected"] is True
+    assert d["verdicts"][0]["id"] == "refused"
 
 
-def test_sequence_collapses_retransmits_and_marks_the_listener_drop() -> None:
-    ev = _evidence()
-    ev["events"].insert(2, dict(ev["events"][1], ts_ns=3))
-    steps = sequence(ev)
-    redirected = [s for s in steps if "REDIRECTed" in s["label"]]
-    assert redirected and redirected[0]["count"] == 2
-    assert any(s["kind"] == "drop" and "ListenDrops +3" in s["label"] for s in steps)
-    assert steps[-1]["kind"] == "result" and "curl exit 28" in steps[-1]["label"]
+# -- the report never says PASS in green over a failure for the user ---------------------
 
 
-def _result(ok: bool = True) -> VariantResult:
-    ev = _evidence()
-    ev["sequence"] = sequence(ev)
+def _ansi(renderable: object) -> str:
+    console = Console(record=True, force_terminal=True, color_system="standard", width=200)
+    console.print(renderable)
+    return console.export_text(styles=True)
+
+
+def test_terminal_table_colours_outcomes_by_the_user_not_by_the_verdict() -> None:
+    good = Variant("ok", "s", Outcome("works", "the echo answers"), (CODE_7,))
+    text = _ansi(report.summary_table([_result(REPRODUCED, {"exit": 7}),
+                                       _result(good, {"exit": 7})]))
+    assert "PASS" not in text and "FAIL" not in text
+    green, red = "\x1b[1;32m", "\x1b[1;31m"
+    bug_row = next(line for line in text.splitlines() if "bug" in line)
+    ok_row = next(line for line in text.splitlines() if " ok " in line)
+    assert f"{red}reproduced" in bug_row and green not in bug_row  # as expected, still red
+    assert f"{green}works" in ok_row
+    assert "✔ as expected" in bug_row  # ... and "as expected" in neutral words
+
+
+def test_markdown_and_html_never_say_pass_and_colour_by_the_user(tmp_path: Path) -> None:
+    lab = _lab(REPRODUCED, BROKEN)
+    results = [_result(REPRODUCED, {"exit": 7}), _result(BROKEN, {"exit": 0})]
+    md = report.markdown(lab, results)
+    page = report.html(lab, results)
+    for text in (md, page):
+        assert "PASS" not in text and "FAIL" not in text
+    assert "| bug | 🔴 reproduced | 🔴 reproduced | ✔ as expected |" in md
+    assert "| broken | 🔴 broken | 🟡 not as expected | ✘ not as expected |" in md
+    assert "<span class='outcome bad'>reproduced</span>" in page
+    assert "<span class='outcome good'>" not in page
+    assert "<span class='outcome unknown'>not as expected</span>" in page
+    assert "<td class='neutral'>✔ as expected</td>" in page
+
+
+def test_reports_include_the_explain_text_and_cut_nothing(tmp_path: Path) -> None:
+    long_seen = "x" * 3000
+    v = Variant("bug", "s", Outcome("reproduced", "m"),
+                (expect("long", "e", lambda ev: (True, long_seen)),))
+    sections = (Text("rules", ("-A OUTPUT -j A", "-A ISTIO_OUTPUT ! -d 127.0.0.1/32 -o lo -j ACCEPT"),
+                     {"-o lo -j ACCEPT": "the deciding rule"}),)
+    lab = Lab("tiny-echo", "t", TINY, (v,), traffic=lambda ctx: {},
+              sections=lambda r: sections)
+    res = [_result(v, {})]
+    md, page = report.markdown(lab, res), report.html(lab, res)
+    explain_first = lab.explain().splitlines()[0].lstrip("# ")
+    assert long_seen in md and long_seen in page
+    assert "## About this lab" in md and f"## {explain_first}" in md  # demoted one level
+    assert f"<h2>{explain_first}</h2>" in page
+    assert "-A ISTIO_OUTPUT ! -d 127.0.0.1/32 -o lo -j ACCEPT   ◀ the deciding rule" in md
+    assert "<mark>-A ISTIO_OUTPUT ! -d 127.0.0.1/32 -o lo -j ACCEPT</mark>" in page
+    assert "<mark>-A OUTPUT -j A</mark>" not in page
+    paths = report.write(str(tmp_path), lab, res)
+    data = json.loads(Path(paths[2]).read_text())
+    assert data["lab"] == "tiny-echo" and data["ok"] is True
+    assert data["results"][0]["observed"]["word"] == "reproduced"
+
+
+def test_html_is_self_contained() -> None:
     lab = registry.get("mirrord-ambient-steal")
-    v = lab.variant("fix-unprivileged")
-    return VariantResult(lab.name, v.name, v.summary, v.works, "t1", 1.0, evaluate(v, ev), ev)
-
-
-def test_reports_render_self_contained() -> None:
-    lab = registry.get("mirrord-ambient-steal")
-    res = [_result()]
-    md = report.markdown(lab, res)
-    assert "fix-unprivileged: PASS" in md and "TcpExtListenDrops +3" in md
-    page = report.html(lab, res)
-    assert page.startswith("<!doctype html>") and "<svg" in page
+    page = report.html(lab, [_result(REPRODUCED, {"exit": 7})])
+    assert page.startswith("<!doctype html>")
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "")
     assert "src=" not in page and "<link" not in page
 
 
-def test_render_steal_jump_position_matches_variants() -> None:
-    assert "-A OUTPUT -j MIRRORD_OUTPUT" in render_steal(9080, 39080, 7777, output_jump_first=False)
-    assert "-I OUTPUT 1 -j MIRRORD_OUTPUT" in render_steal(9080, 39080, 7777, output_jump_first=True)
+# -- variants are changes to the model ----------------------------------------------------
 
 
-def test_registry_and_explain() -> None:
-    lab: Lab = registry.get("mirrord-ambient-steal")
-    names = [v.name for v in lab.variants]
-    assert names[0] == "baseline" and "fix-unprivileged" in names and len(names) == 7
+def test_changes_return_a_new_model_and_leave_the_base_alone() -> None:
+    lab = registry.get("mirrord-ambient-steal")
+    base = lab.topology()
+    v = lab.variant("workaround-unlabel")
+    changed = lab.model(v, base)
+    target = next(d for d in changed.deployments if d.name == "target")
+    assert target.labels["istio.io/dataplane-mode"] == "none"
+    assert "istio.io/dataplane-mode" not in next(d for d in base.deployments
+                                                 if d.name == "target").labels
+    baseline = lab.model(lab.variant("baseline"), base)
+    assert "istio.io/dataplane-mode" not in baseline.namespace("shop").labels
+    assert base.namespace("shop").labels["istio.io/dataplane-mode"] == "ambient"
+    assert lab.model(lab.variant("mirrord-3.112-1.23"), base).istio_version == "1.23"
+    assert base.istio_version == "1.24+"
+    assert lab.model(lab.variant("fix-3.113"), base) == base  # same model, own instance
+
+
+def test_chained_changes_and_a_change_that_names_nothing() -> None:
+    base = registry.get("mirrord-ambient-steal").topology()
+    deny = model.Resource("AuthorizationPolicy", "shop", "deny", {"action": "DENY"})
+    both = changes.chain(changes.istio("1.23"), changes.add(deny),
+                         changes.service_target_port("shop", "target", 9080, 9999))(base)
+    assert both.istio_version == "1.23" and both.resources[-1] is deny
+    assert both.services[0].ports[0].target_port == 9999
+    assert base.resources == [] and base.services[0].ports[0].target_port == "http"
+    with pytest.raises(KeyError, match="no deployment 'shop/nope'"):
+        changes.label_pods("shop", "nope", {"a": "b"})(base)
+
+
+def test_instance_names_are_the_labs_and_unique() -> None:
+    a, b = instance_name("mirrord-ambient-steal"), instance_name("mirrord-ambient-steal")
+    assert a.startswith("mas") and a != b
+    assert instance_name("tiny").startswith("ti")
+    from netlab.plan import naming
+    assert naming.valid_lab_name(a)
+
+
+# -- sections ------------------------------------------------------------------------------
+
+
+def test_collapse_counts_identical_steps() -> None:
+    syn = Step("a", "b", "SYN")
+    steps = collapse([syn, syn, Step("b", "a", "SYN-ACK"), syn])
+    assert [s.count for s in steps] == [2, 1, 1]
+
+
+def test_registry_finds_lab_folders() -> None:
+    assert "mirrord-ambient-steal" in registry.names()
+    lab = registry.get("mirrord-ambient-steal")
+    assert [v.name for v in lab.variants][0] == "baseline" and len(lab.variants) == 7
     assert "route_localnet" in lab.explain()

@@ -1,0 +1,1 @@
+"""Labs that exist only to test the lab framework, built from its public API alone."""
