@@ -43,6 +43,16 @@ def _keylog(ctx: ssl.SSLContext) -> None:
         ctx.keylog_filename = path
 
 
+def load_chain(ctx: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
+    """Load a certificate and key given as PEM bytes (for contexts built elsewhere)."""
+    _load_chain(ctx, cert_pem, key_pem)
+
+
+def keylog(ctx: ssl.SSLContext) -> None:
+    """Honour SSLKEYLOGFILE, so a capture of this context's sessions can be decrypted."""
+    _keylog(ctx)
+
+
 def _base(ctx: ssl.SSLContext, cert_pem: bytes | None, key_pem: bytes | None,
           root_pem: bytes, alpn: list[str]) -> None:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
