@@ -57,6 +57,18 @@ USE_WAYPOINT_LABEL = "istio.io/use-waypoint"
 BYPASS_INBOUND_ANNOTATION = "ambient.istio.io/bypass-inbound-capture"
 TUNNEL_LABEL = "networking.istio.io/tunnel"  # "http": the pod accepts HBONE itself
 
+# Waypoints (istio/istio@1.24.0 pilot/pkg/config/kube/gateway/deploymentcontroller.go,
+# files/waypoint.yaml; mesh-facts-2 §C1).
+WAYPOINT_GATEWAY_CLASS = "istio-waypoint"
+WAYPOINT_FOR_LABEL = "istio.io/waypoint-for"  # service (default) | workload | all | none
+WAYPOINT_FOR_DEFAULT = "service"
+GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
+GATEWAY_MANAGED_LABEL = "gateway.istio.io/managed"
+WAYPOINT_MANAGED_VALUE = "istio.io-mesh-controller"
+CANONICAL_NAME_LABEL = "service.istio.io/canonical-name"
+CANONICAL_REVISION_LABEL = "service.istio.io/canonical-revision"
+NODE_NAME_ANNOTATION = "netlab.dev/node-name"  # netlab's: pins a generated (waypoint) pod
+
 SPIFFE_SCHEME = "spiffe://"
 
 

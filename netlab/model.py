@@ -140,6 +140,7 @@ class Resource:
     spec: dict[str, Any]
     labels: dict[str, str] = field(default_factory=dict)
     source: Source | None = None
+    annotations: dict[str, str] = field(default_factory=dict)  # a Gateway's netlab.dev/node-name
 
 
 @dataclass

@@ -51,6 +51,7 @@ class Workload:
     host_veth: str = ""  # the node-side end of the pod's veth
     mode: str = ""  # the mesh mode that enrolled the pod ("ambient"); "" when none did
     tunnel: bool = False  # networking.istio.io/tunnel: http, the pod accepts HBONE itself
+    waypoint: str = ""  # FQDN of the waypoint Service its traffic goes through (waypoint-for workload/all)
 
     @property
     def key(self) -> str:
@@ -106,6 +107,7 @@ class Service:
     vip: str
     ports: tuple[ServicePort, ...] = ()
     domain: str = mesh.DNS_DOMAIN
+    waypoint: str = ""  # FQDN of the waypoint Service its traffic goes through (waypoint-for service/all)
 
     @property
     def fqdn(self) -> str:
@@ -124,6 +126,15 @@ class Policy:
     name: str
     spec: dict[str, Any] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HttpRoute:
+    """A Gateway API HTTPRoute, its spec kept whole for the waypoint's route engine."""
+
+    namespace: str
+    name: str
+    spec: dict[str, Any] = field(default_factory=dict)
 
 
 # -- one proxy's snapshot ----------------------------------------------------------------
@@ -166,6 +177,8 @@ class ProxySnapshot:
     workloads: tuple[Workload, ...] = ()
     services: tuple[Service, ...] = ()
     policies: tuple[Policy, ...] = ()
+    routes: tuple[HttpRoute, ...] = ()  # the waypoint's HTTPRoutes
+    waypoint: str = ""  # for proxy "waypoint": FQDN of the waypoint Service this process is
 
     def to_json(self) -> str:
         return to_json(self)
@@ -182,6 +195,12 @@ class ProxySnapshot:
 
     def workload_by_ip(self, ip: str) -> Workload | None:
         return next((w for w in self.workloads if w.ip == ip), None)
+
+    def workload_by_key(self, key: str) -> Workload | None:
+        return next((w for w in self.workloads if w.key == key), None)
+
+    def service_by_fqdn(self, fqdn: str) -> Service | None:
+        return next((s for s in self.services if s.fqdn == fqdn), None)
 
     def service_at(self, ip: str, port: int) -> tuple[Service, ServicePort] | None:
         for s in self.services:

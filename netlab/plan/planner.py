@@ -20,7 +20,7 @@ from netlab.model import (API_SERVER_OFFSET, CLUSTER_DNS_OFFSET, FABRIC_CIDR, RE
 from netlab.plan import naming
 from netlab.plan.cluster_dns import dns_records, resolv_conf
 from netlab.plan.kubeproxy import render_kube_proxy
-from netlab.plan.modes import PlanContext, plan_modes
+from netlab.plan.modes import PlanContext, expand_model, plan_modes
 from netlab.plan.options import PlanOptions
 from netlab.plan.profile import profile
 from netlab.plan.state import (AddressSpec, BridgeSpec, DesiredState, NeighSpec, NetnsSpec, NodeInfo,
@@ -39,6 +39,7 @@ __all__ = ["plan", "PlanOptions", "resolv_conf", "dns_records"]
 
 def plan(lab: Lab, options: PlanOptions = PlanOptions()) -> DesiredState:
     state = DesiredState(lab=lab.name)
+    lab = expand_model(lab, profile(lab.istio_version))  # e.g. a waypoint's pod and Service
     _plan_fabric_and_nodes(lab, state)
     _plan_pods(lab, state)
     _plan_services(lab, state)

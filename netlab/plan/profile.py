@@ -26,6 +26,7 @@ class IstioProfile:
     dns_tcp_capture: bool  # TCP :53 is redirected to the DNS proxy, not only UDP
     dns_capture_exempts_proxy_mark: bool  # the DNS redirect skips 0x539, so the proxy may
     #                                       forward DNS from inside the pod
+    waypoints: bool = True  # netlab models the waypoint path of this version (plan/modes/waypoint.py)
 
     @property
     def listener_transparent(self) -> bool:
@@ -36,7 +37,7 @@ class IstioProfile:
 PROFILES: dict[str, IstioProfile] = {
     "1.23": IstioProfile(version="1.23", ambient_capture="tproxy", bypass_inbound_supported=False,
                          hostprobe_jump_first=False, dns_tcp_capture=False,
-                         dns_capture_exempts_proxy_mark=False),
+                         dns_capture_exempts_proxy_mark=False, waypoints=False),
     "1.24+": IstioProfile(version="1.24+", ambient_capture="redirect", bypass_inbound_supported=True,
                           hostprobe_jump_first=True, dns_tcp_capture=True,
                           dns_capture_exempts_proxy_mark=True),

@@ -79,4 +79,4 @@ def parse_kept(doc: Document) -> Resource:
     mapping(doc, doc.data.get("spec"), "spec")
     spec = validate_spec(doc, doc.data["kind"], doc.data["apiVersion"])
     return Resource(kind=doc.data["kind"], namespace=meta.namespace, name=meta.name, spec=spec,
-                    labels=meta.labels, source=doc.source())
+                    labels=meta.labels, source=doc.source(), annotations=meta.annotations)

@@ -27,7 +27,9 @@ def test_every_example_plans(path: Path) -> None:
     names = [n.name for n in state.netns]
     assert len(names) == len(set(names)), "netns names must be unique"
     assert all(n.startswith(f"nl-{lab.name}-") for n in names), "every netns carries the lab mark"
-    assert len(state.pods) == sum(d.replicas for d in lab.deployments)
+    # plus one pod per waypoint Gateway, which istiod's controller would create
+    waypoints = sum(1 for r in lab.kept("Gateway") if r.spec.get("gatewayClassName") == "istio-waypoint")
+    assert len(state.pods) == sum(d.replicas for d in lab.deployments) + waypoints
 
 
 def test_bookinfo_network_shape() -> None:

@@ -13,7 +13,7 @@ import pytest
 from netlab import topology
 from netlab.plan.options import PlanOptions
 from netlab.plan.planner import plan
-from netlab.snapshot import (Bootstrap, CertAuthority, DnsProxy, Endpoint, Policy, ProxySnapshot,
+from netlab.snapshot import (Bootstrap, CertAuthority, DnsProxy, Endpoint, HttpRoute, Policy, ProxySnapshot,
                              Service, ServicePort, SnapshotError, Workload, from_json)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,12 +25,12 @@ def full_snapshot() -> ProxySnapshot:
                  deployment="ratings", node="node-2", ip="10.244.1.2", netns="nl-x-pod-bookinfo-ratings-0",
                  labels={"app": "ratings", "version": "v1"}, annotations={"a/b": "c"},
                  images=("netlab/http-echo", "netlab/sleep"), host_veth="nlp3", mode="ambient",
-                 tunnel=True)
+                 tunnel=True, waypoint="waypoint.bookinfo.svc.lab.local")
     ep = Endpoint(pod="bookinfo/ratings-0", ip="10.244.1.2", port=9080)
     svc = Service(namespace="bookinfo", name="ratings", vip="10.96.0.11",
                   ports=(ServicePort(port=9080, name="http", protocol="SCTP", app_protocol="http",
                                      endpoints=(ep,)),),
-                  domain="lab.local")
+                  domain="lab.local", waypoint="waypoint.bookinfo.svc.lab.local")
     pol = Policy(kind="AuthorizationPolicy", namespace="bookinfo", name="deny",
                  spec={"action": "DENY", "rules": [{"from": [{"source": {"namespaces": ["x"]}}]}]},
                  labels={"team": "a"})
@@ -41,7 +41,9 @@ def full_snapshot() -> ProxySnapshot:
         bootstrap=Bootstrap(cert="/w/c.pem", key="/w/k.pem"),
         dns=DnsProxy(upstream="10.96.0.10:53", domain="lab.local", forward_in_pod=False),
         workloads=(w, dataclasses.replace(w, name="ratings-1", ip="10.244.1.3", mode="sidecar")),
-        services=(svc,), policies=(pol,))
+        services=(svc,), policies=(pol,),
+        routes=(HttpRoute(namespace="bookinfo", name="r", spec={"parentRefs": [{"name": "ratings"}]}),),
+        waypoint="waypoint.bookinfo.svc.lab.local")
 
 
 def field_names(obj: Any) -> set[str]:

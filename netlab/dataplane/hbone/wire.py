@@ -49,13 +49,22 @@ def parse_authority(authority: str | None) -> tuple[str, int] | None:
 
 
 def make_headers(forwarded_for: tuple[str, int] | None = None, baggage: dict[str, str] | None = None,
-                 traceparent: str | None = None) -> dict[str, str]:
-    """The optional HBONE request headers of §4, shaped like ztunnel's."""
+                 traceparent: str | None = None, forwarded_host: str | None = None) -> dict[str, str]:
+    """The optional HBONE request headers of §4, shaped like ztunnel's.
+
+    `forwarded_host`: the intended Service's hostname, which ztunnel 1.24 adds as
+    `host=` so the destination (ztunnel or waypoint) knows the Service (mesh-facts-2 §G4).
+    """
     out: dict[str, str] = {}
+    parts = []
     if forwarded_for:
         ip, port = forwarded_for
         host = f"[{ip}]" if ":" in ip else ip
-        out["forwarded"] = f'for="{host}:{port}"'
+        parts.append(f'for="{host}:{port}"')
+    if forwarded_host:
+        parts.append(f"host={forwarded_host}")
+    if parts:
+        out["forwarded"] = ";".join(parts)
     if baggage:
         out["baggage"] = ",".join(f"{k}={v}" for k, v in baggage.items())
     if traceparent:

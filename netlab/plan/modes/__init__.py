@@ -11,9 +11,19 @@ import dataclasses
 from netlab.model import Lab
 from netlab.plan.modes.ambient import AmbientMode
 from netlab.plan.modes.base import MeshMode, PlanContext
+from netlab.plan.modes.waypoint import WaypointMode
+from netlab.plan.profile import IstioProfile
 from netlab.snapshot import Workload
 
-REGISTRY: dict[str, MeshMode] = {m.name: m for m in (AmbientMode(),)}
+# The waypoint first: it attaches waypoints to Services and pods before others write snapshots.
+REGISTRY: dict[str, MeshMode] = {m.name: m for m in (WaypointMode(), AmbientMode(),)}
+
+
+def expand_model(lab: Lab, profile: IstioProfile, registry: dict[str, MeshMode] = REGISTRY) -> Lab:
+    """The lab plus what each mode's controller creates (e.g. a waypoint's Deployment)."""
+    for mode in registry.values():
+        lab = mode.expand(lab, profile)
+    return lab
 
 
 def enroll(lab: Lab, pod: Workload, registry: dict[str, MeshMode] = REGISTRY) -> Workload:
@@ -36,4 +46,4 @@ def plan_modes(ctx: PlanContext, registry: dict[str, MeshMode] = REGISTRY) -> No
             mode.plan_processes(ctx, pods)
 
 
-__all__ = ["REGISTRY", "MeshMode", "PlanContext", "enroll", "plan_modes"]
+__all__ = ["REGISTRY", "MeshMode", "PlanContext", "enroll", "expand_model", "plan_modes"]

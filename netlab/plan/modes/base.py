@@ -37,6 +37,11 @@ class MeshMode(ABC):
     def enrolls(self, lab: Lab, pod: Workload) -> str | None:
         """Why `pod` is in this mode, in plain words; None if it is not."""
 
+    def expand(self, lab: Lab, profile: IstioProfile) -> Lab:
+        """The lab with the objects the mode's controller would create (a waypoint's
+        Deployment, Service and ServiceAccount), before pods are placed. Default: none."""
+        return lab
+
     @abstractmethod
     def plan_kernel(self, ctx: PlanContext, pods: list[Workload]) -> None:
         """Add the rulesets, ip rules, routes and ipsets the mode's `pods` need."""
