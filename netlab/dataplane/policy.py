@@ -247,6 +247,16 @@ class Evaluator:
     def peer_auth_mode(self, namespace: str, labels: dict[str, str], port: int) -> Mode:
         return self.peer_auth(namespace, labels, port).mode
 
+    def strict_policy_key(self, namespace: str, labels: dict[str, str]) -> str:
+        """The ztunnel policy a STRICT refusal names, as istiod converts PeerAuthentication
+        (pilot/pkg/serviceregistry/kube/controller/ambient/authorization.go): a workload
+        policy with `portLevelMtls` becomes `<ns>/converted_peer_authentication_<name>`;
+        any other STRICT is the static `<root>/istio_converted_static_strict`."""
+        for scope, res in self._peer_auth_chain(namespace, labels):
+            if scope == "workload" and (res.spec or {}).get("portLevelMtls"):
+                return f"{res.namespace}/converted_peer_authentication_{res.name}"
+        return f"{self.root_namespace}/istio_converted_static_strict"
+
     def _peer_auth_chain(self, namespace: str, labels: dict[str, str]) -> list[tuple[str, Policy]]:
         """At most one policy per scope; with several, the first declared wins (Istio: oldest)."""
         def first(pred: Any) -> Policy | None:

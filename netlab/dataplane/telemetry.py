@@ -1,11 +1,23 @@
-"""ztunnel's TCP metrics and access log, with the label set Kiali and the labs read (§8, §10).
+"""ztunnel's TCP metrics and access log, as istio/ztunnel 1.24.0 emits them (docs/policy-telemetry.md).
 
-The labs reproduce Kiali bugs that hinge on *which reporter* emits *which labels*, so the
-series here carry the full Istio label set, `unknown` for anything missing, and the
-constant `app="ztunnel"`. A custom collector (not `prometheus_client.Counter`) keeps the
-exposition exactly as ztunnel's: the four `*_total` counters and no `_created` samples,
-without touching prometheus_client's process-wide settings. Peers are the snapshot's
-`Workload`s, whose canonical service and revision follow Istio's label precedence.
+The labs reproduce Kiali bugs that hinge on *which reporter* emits *which labels*, so
+every choice here follows ztunnel's `src/proxy/metrics.rs`, `outbound.rs`, `inbound.rs`
+and `inbound_passthrough.rs` at tag 1.24.0, and the tests compare with those sources'
+facts, not with netlab's earlier output:
+
+- the label set and its order are `CommonTrafficLabels`; a missing value is `unknown`;
+- `source_principal` only from the *derived* source (our identity on outbound HBONE,
+  the TLS peer inbound); `destination_principal` from the destination workload,
+  whatever the transport;
+- no `app` label: Prometheus' pod-label relabelling adds `app="ztunnel"`;
+- bytes series are created at open with `response_flags="-"`; only the closed counter
+  carries the final flag;
+- the exposition is OpenMetrics (rust prometheus_client 0.22): `# HELP` text ending in
+  '.', `# TYPE` without `_total`, integer samples, `# EOF`;
+- the access log: "connection opened" at debug, "connection complete" at info (error
+  on failure) with `duration`, `bytes_sent`/`bytes_recv` un-flipped for the source
+  reporter, and "connection failed" (warn) for requests refused before a connection
+  record exists (ztunnel's `log_early_deny`).
 """
 
 from __future__ import annotations
@@ -14,14 +26,9 @@ import json
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Iterator, Literal, TextIO
-
-from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily
-from prometheus_client.exposition import generate_latest
-from prometheus_client.registry import Collector
+from typing import Iterable, Literal, TextIO
 
 from netlab import mesh
 from netlab.dataplane.proxy.admin import metrics_server
@@ -29,6 +36,7 @@ from netlab.snapshot import Workload
 
 UNKNOWN = "unknown"
 
+# CommonTrafficLabels, in field order (ztunnel@1.24.0 src/proxy/metrics.rs).
 LABELS = (
     "reporter",
     "source_workload", "source_canonical_service", "source_canonical_revision",
@@ -39,21 +47,42 @@ LABELS = (
     "destination_workload_namespace", "destination_principal", "destination_app",
     "destination_version", "destination_cluster",
     "request_protocol", "response_flags", "connection_security_policy",
-    "app",
 )
 
-# Exposed name (without `_total`, which CounterMetricFamily appends) and help text.
+# Family name (the sub-registry prefix `istio` + ztunnel's name) and help text, in
+# registration order. rust prometheus_client appends '.' to the help text.
 METRICS = {
     "opened": ("istio_tcp_connections_opened", "The total number of TCP connections opened"),
     "closed": ("istio_tcp_connections_closed", "The total number of TCP connections closed"),
-    "sent": ("istio_tcp_sent_bytes", "The size of total bytes sent during response in case of a TCP connection"),
-    "received": ("istio_tcp_received_bytes", "The size of total bytes received during request in case of a TCP connection"),
+    "received": ("istio_tcp_received_bytes",
+                 "The size of total bytes received during request in case of a TCP connection"),
+    "sent": ("istio_tcp_sent_bytes",
+             "The size of total bytes sent during response in case of a TCP connection"),
 }
+
+# What ztunnel's admin server sends with /metrics (src/metrics/server.rs @1.24.0).
+CONTENT_TYPE = "application/openmetrics-text;charset=utf-8;version=1.0.0"
+
+LogLevel = Literal["debug", "info", "warn", "error"]
+_LEVELS = {"debug": 10, "info": 20, "warn": 30, "error": 40}
+
+# AuthorizationRejectionError and proxy::Error texts (src/proxy.rs @1.24.0).
+POLICY_REJECTION = "connection closed due to policy rejection: "
+EXPLICITLY_DENIED = "explicitly denied by: "
+NONE_ALLOWED = "allow policies exist, but none allowed"
+STATIC_STRICT_POLICY = "istio_converted_static_strict"  # istiod's ambient/authorization.go
+CONVERTED_PEER_AUTHN_PREFIX = "converted_peer_authentication_"
 
 
 @dataclass
 class ConnRecord:
-    """One proxied connection, seen by one ztunnel in one direction."""
+    """One proxied connection, seen by one ztunnel in one direction.
+
+    `src_identity` is the *derived* source identity (ours on outbound HBONE, the TLS
+    peer's inbound); `dst_identity` the destination workload's, known whenever the
+    workload is. `started` survives `dataclasses.replace` (a flag set on close), so a
+    denied line still carries its duration.
+    """
 
     reporter: Literal["source", "destination"]
     src: Workload | None
@@ -67,6 +96,7 @@ class ConnRecord:
     direction: Literal["inbound", "outbound"]
     response_flags: str = "-"
     dst_service: str | None = None  # FQDN of the Service used, e.g. "reviews.bookinfo.svc.cluster.local"
+    started: float = field(default_factory=time.monotonic)
 
 
 def _v(value: str | None) -> str:
@@ -74,7 +104,7 @@ def _v(value: str | None) -> str:
 
 
 def _side(prefix: str, w: Workload | None) -> dict[str, str]:
-    """ztunnel fills `*_app`/`*_version` from the canonical name/revision, not raw labels."""
+    """`with_source`/`with_destination`: `*_app`/`*_version` are the canonical name/revision."""
     if w is None:
         return {f"{prefix}_{k}": UNKNOWN for k in ("workload", "canonical_service", "canonical_revision",
                                                     "workload_namespace", "app", "version", "cluster")}
@@ -99,100 +129,180 @@ def _service(fqdn: str | None) -> dict[str, str]:
 
 
 def labels_for(rec: ConnRecord) -> dict[str, str]:
-    """The full §8 label set for one record; principals only when the hop was mTLS."""
+    """The CommonTrafficLabels of one record, in ztunnel's order."""
     mtls = rec.security == "mutual_tls"
     out = {"reporter": rec.reporter, **_side("source", rec.src), **_side("destination", rec.dst),
            **_service(rec.dst_service),
+           # Derived source only: our identity on outbound HBONE, the TLS peer's inbound.
            "source_principal": _v(rec.src_identity) if mtls else UNKNOWN,
-           "destination_principal": _v(rec.dst_identity) if mtls else UNKNOWN,
+           # with_destination: the destination workload's identity, mTLS or not.
+           "destination_principal": _v(rec.dst_identity) if rec.dst is not None else UNKNOWN,
            "request_protocol": "tcp", "response_flags": _v(rec.response_flags),
-           "connection_security_policy": rec.security, "app": "ztunnel"}
+           "connection_security_policy": rec.security}
     return {k: out[k] for k in LABELS}
 
 
-class _Counters(Collector):
-    """Thread-safe counter store yielded as counter families at scrape time."""
+def rejection_error(reason: str) -> str:
+    """`proxy::Error::AuthorizationPolicyRejection` as ztunnel prints it."""
+    return POLICY_REJECTION + reason
+
+
+def denied_by(policy: str) -> str:
+    """The `ExplicitlyDenied` reason for a DENY policy `ns/name`."""
+    return EXPLICITLY_DENIED + policy
+
+
+def http_status_error(status: int) -> str:
+    """`proxy::Error::HttpStatus` as the client side prints an HBONE refusal."""
+    from http import HTTPStatus
+
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = ""
+    return f"http status: {status} {phrase}".rstrip()
+
+
+def io_error(e: BaseException) -> str:
+    """An OS error as Rust's io::Error prints it: "Connection refused (os error 111)"."""
+    import errno
+    import os
+
+    code = getattr(e, "errno", None)
+    if isinstance(e, TimeoutError) and code is None:
+        code = errno.ETIMEDOUT
+    return f"{os.strerror(code)} (os error {code})" if code else (str(e) or type(e).__name__)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def openmetrics(families: Iterable[tuple[str, str, dict[tuple[str, ...], int]]],
+                labels: tuple[str, ...] = LABELS) -> bytes:
+    """Counter families in OpenMetrics text, as rust prometheus_client 0.22 encodes them."""
+    lines: list[str] = []
+    for name, help_text, series in families:
+        lines.append(f"# HELP {name} {help_text}.")
+        lines.append(f"# TYPE {name} counter")
+        for key, value in series.items():
+            body = ",".join(f'{k}="{_escape(v)}"' for k, v in zip(labels, key))
+            lines.append(f"{name}_total{{{body}}} {int(value)}")
+    lines.append("# EOF")
+    return ("\n".join(lines) + "\n").encode()
+
+
+class _Counters:
+    """Thread-safe counter families keyed by label values, in registration order."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._values: dict[str, dict[tuple[str, ...], float]] = {k: {} for k in METRICS}
+        self._values: dict[str, dict[tuple[str, ...], int]] = {k: {} for k in METRICS}
 
-    def inc(self, metric: str, labels: dict[str, str], amount: float) -> None:
+    def inc(self, metric: str, labels: dict[str, str], amount: int) -> None:
         key = tuple(labels[k] for k in LABELS)
         with self._lock:
             series = self._values[metric]
-            series[key] = series.get(key, 0.0) + amount
+            series[key] = series.get(key, 0) + int(amount)
 
-    def collect(self) -> Iterator[CounterMetricFamily]:
+    def families(self) -> list[tuple[str, str, dict[tuple[str, ...], int]]]:
         with self._lock:
-            snapshot = {k: dict(v) for k, v in self._values.items()}
-        for metric, (name, doc) in METRICS.items():
-            fam = CounterMetricFamily(name, doc, labels=list(LABELS))
-            for key, value in snapshot[metric].items():
-                fam.add_metric(list(key), value)
-            yield fam
+            return [(name, doc, dict(self._values[metric])) for metric, (name, doc) in METRICS.items()]
 
 
 class ZtunnelTelemetry:
-    """Metrics plus JSON access log for one node's ztunnel."""
+    """Metrics plus JSON access log for one node's ztunnel.
 
-    def __init__(self, registry: CollectorRegistry, node: str, log_stream: TextIO) -> None:
-        self.registry = registry
+    `log_level` is ztunnel's: the default `info` hides "connection opened" (a debug
+    event), as in a real cluster.
+    """
+
+    def __init__(self, node: str, log_stream: TextIO, log_level: LogLevel = "info") -> None:
         self.node = node
         self.log_stream = log_stream
+        self.log_level = log_level
         self._counters = _Counters()
-        registry.register(self._counters)
-        self._started: dict[int, float] = {}
         self._log_lock = threading.Lock()
 
     def opened(self, rec: ConnRecord) -> None:
-        self._started[id(rec)] = time.monotonic()
-        self._counters.inc("opened", labels_for(rec), 1)
-        self._log(rec, "connection opened", {})
+        """ConnectionResult::new: +1 opened, the bytes series exist (at 0), debug line."""
+        labels = labels_for(replace(rec, response_flags="-"))
+        self._counters.inc("opened", labels, 1)
+        self._counters.inc("received", labels, 0)
+        self._counters.inc("sent", labels, 0)
+        self._access("debug", "connection opened", rec, {})
 
     def closed(self, rec: ConnRecord, bytes_received: int, bytes_sent: int, error: str | None = None) -> None:
-        """`bytes_received` is downstream→upstream (ztunnel's convention, §8)."""
-        labels = labels_for(rec)
-        self._counters.inc("closed", labels, 1)
-        self._counters.inc("received", labels, bytes_received)
-        self._counters.inc("sent", labels, bytes_sent)
-        start = self._started.pop(id(rec), None)
-        extra: dict[str, object] = {"bytes_sent": bytes_sent, "bytes_recv": bytes_received}
-        if start is not None:
-            extra["duration"] = f"{round((time.monotonic() - start) * 1000)}ms"
+        """`bytes_received` is downstream→upstream, `bytes_sent` upstream→downstream (copy.rs).
+
+        The byte counters keep the labels of the open (flag `-`); the closed counter
+        takes the record's final flag. The log un-flips the bytes for the source
+        reporter ("Istio flips the metric for source", istio#32399).
+        """
+        self._counters.inc("closed", labels_for(rec), 1)
+        open_labels = labels_for(replace(rec, response_flags="-"))
+        self._counters.inc("received", open_labels, bytes_received)
+        self._counters.inc("sent", open_labels, bytes_sent)
+        if rec.reporter == "source":
+            log_sent, log_recv = bytes_received, bytes_sent
+        else:
+            log_sent, log_recv = bytes_sent, bytes_received
+        extra: dict[str, object] = {"bytes_sent": log_sent, "bytes_recv": log_recv,
+                                    "duration": f"{int((time.monotonic() - rec.started) * 1000)}ms"}
         if error:
             extra["error"] = error
-        self._log(rec, "connection complete", extra)
+        self._access("error" if error else "info", "connection complete", rec, extra)
 
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+    def failed(self, src_addr: str, dst_addr: str, direction: Literal["inbound", "outbound"],
+               error: str) -> None:
+        """`log_early_deny`: refused before a connection record exists (e.g. HBONE 400)."""
+        self._write("warn", {"src.addr": src_addr, "dst.addr": dst_addr, "direction": direction,
+                             "error": error, "message": "connection failed"})
 
-    def _log(self, rec: ConnRecord, message: str, extra: dict[str, object]) -> None:
+    def exposition(self) -> tuple[str, bytes]:
+        """(Content-Type, body) of GET /metrics."""
+        return CONTENT_TYPE, openmetrics(self._counters.families())
+
+    async def serve_metrics(self, sock: socket.socket) -> None:
+        """Serve `/metrics` on an already-listening socket until cancelled (ztunnel makes
+        it in the node netns and hands it over)."""
+        await metrics_server(self.exposition, sock)
+
+    # --- access log ---------------------------------------------------------------------
+    def _access(self, level: LogLevel, message: str, rec: ConnRecord, extra: dict[str, object]) -> None:
+        if _LEVELS[level] < _LEVELS[self.log_level]:
+            return
+        labels = labels_for(rec)
         mtls = rec.security == "mutual_tls"
-        entry: dict[str, object] = {
-            "level": "info" if not extra.get("error") else "error",
-            "time": datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z"),
-            "scope": "access", "message": message,
+
+        def known(key: str) -> str | None:
+            return labels[key] if labels[key] != UNKNOWN else None
+
+        entry: dict[str, object | None] = {
             "src.addr": rec.src_addr,
-            "src.workload": rec.src.workload_name if rec.src else None,
-            "src.namespace": rec.src.namespace if rec.src else None,
-            "src.identity": rec.src_identity if mtls else None,
+            # the pod name, falling back to the canonical service (ConnectionResult::new)
+            "src.workload": rec.src.name if rec.src else None,
+            "src.namespace": known("source_workload_namespace"),
+            "src.identity": labels["source_principal"] if mtls and known("source_principal") else None,
             "dst.addr": rec.dst_addr, "dst.hbone_addr": rec.hbone_addr,
-            "dst.service": rec.dst_service,
-            "dst.workload": rec.dst.workload_name if rec.dst else None,
-            "dst.namespace": rec.dst.namespace if rec.dst else None,
-            "dst.identity": rec.dst_identity if mtls else None,
-            "direction": rec.direction, **extra,
+            "dst.service": known("destination_service"),
+            "dst.workload": rec.dst.name if rec.dst else None,
+            "dst.namespace": known("destination_workload_namespace"),
+            "dst.identity": (labels["destination_principal"]
+                             if mtls and known("destination_principal") else None),
+            "direction": rec.direction, **extra, "message": message,
         }
-        line = json.dumps({k: v for k, v in entry.items() if v is not None}, separators=(",", ":"))
+        self._write(level, entry)
+
+    def _write(self, level: LogLevel, fields: dict[str, object | None]) -> None:
+        """One line of ztunnel's JSON log: level, time, scope, then the event's fields."""
+        if _LEVELS[level] < _LEVELS[self.log_level]:
+            return
+        head = {"level": level,
+                "time": datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+                "scope": "access"}
+        line = json.dumps({**head, **{k: v for k, v in fields.items() if v is not None}},
+                          separators=(",", ":"))
         with self._log_lock:
             self.log_stream.write(line + "\n")
             self.log_stream.flush()
-
-    # --- serving /metrics --------------------------------------------------------------
-    async def serve_metrics(self, sock: socket.socket) -> None:
-        """Serve `/metrics` on an already-listening socket until cancelled.
-
-        Taking a socket (not host/port) lets ztunnel create it inside the node netns.
-        """
-        await metrics_server(self.registry, sock)

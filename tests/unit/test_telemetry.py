@@ -1,4 +1,9 @@
-"""ztunnel telemetry: labels per reporter (§8), exposition format, and a real Prometheus scrape."""
+"""ztunnel telemetry, judged against istio/ztunnel 1.24.0's sources (docs/policy-telemetry.md).
+
+Each expectation names the upstream fact it checks: `src/proxy/metrics.rs` (labels, log
+lines, bytes), `outbound.rs`/`inbound.rs`/`inbound_passthrough.rs` (principals, flags),
+rust prometheus_client 0.22's text encoder (the OpenMetrics exposition).
+"""
 
 from __future__ import annotations
 
@@ -13,14 +18,15 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from prometheus_client import CollectorRegistry
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from netlab.dataplane.telemetry import LABELS, ConnRecord, ZtunnelTelemetry
+from netlab.dataplane.telemetry import (CONTENT_TYPE, LABELS, ConnRecord, ZtunnelTelemetry, denied_by,
+                                        http_status_error, io_error, rejection_error)
 from netlab.snapshot import Workload
 from tests.conftest import stop_process
 
@@ -49,15 +55,34 @@ def inbound_plain() -> ConnRecord:
                       dst_identity=REVIEWS.identity(TD), security="unknown", direction="inbound")
 
 
+def passthrough() -> ConnRecord:
+    """Outbound TCP to a workload that speaks no HBONE (ztunnel knows it from WDS)."""
+    return ConnRecord(reporter="source", src=SLEEP, dst=REVIEWS, src_addr="10.1.0.5:40001",
+                      dst_addr="10.2.0.7:9080", hbone_addr=None, src_identity=SLEEP.identity(TD),
+                      dst_identity=REVIEWS.identity(TD), security="unknown", direction="outbound",
+                      dst_service="reviews.back.svc.cluster.local")
+
+
 @pytest.fixture
 def tel() -> tuple[ZtunnelTelemetry, io.StringIO]:
     log = io.StringIO()
-    return ZtunnelTelemetry(CollectorRegistry(), "node-a", log), log
+    return ZtunnelTelemetry("node-a", log), log
+
+
+@pytest.fixture
+def debug_tel() -> tuple[ZtunnelTelemetry, io.StringIO]:
+    log = io.StringIO()
+    return ZtunnelTelemetry("node-a", log, log_level="debug"), log
 
 
 def samples(t: ZtunnelTelemetry) -> dict[str, list[Any]]:
-    fams = text_string_to_metric_families(t.exposition().decode())
+    """Parsed with prometheus_client's *OpenMetrics* parser, which refuses anything else."""
+    fams = text_string_to_metric_families(t.exposition()[1].decode())
     return {f.name: f.samples for f in fams}
+
+
+def lines(log: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in log.getvalue().splitlines()]
 
 
 def test_canonical_precedence() -> None:
@@ -75,8 +100,8 @@ def test_canonical_precedence() -> None:
     assert bare.identity(TD) == "spiffe://cluster.local/ns/ns/sa/default"
 
 
-def test_outbound_hbone(tel: tuple[ZtunnelTelemetry, io.StringIO]) -> None:
-    t, log = tel
+def test_outbound_hbone_series(tel: tuple[ZtunnelTelemetry, io.StringIO]) -> None:
+    t, _ = tel
     rec = outbound_hbone()
     t.opened(rec)
     t.closed(rec, bytes_received=100, bytes_sent=2500)
@@ -85,9 +110,9 @@ def test_outbound_hbone(tel: tuple[ZtunnelTelemetry, io.StringIO]) -> None:
     opened = s["istio_tcp_connections_opened"]
     assert [x.name for x in opened] == ["istio_tcp_connections_opened_total"] and opened[0].value == 1
     labels = opened[0].labels
-    assert set(labels) == set(LABELS)
-    assert labels["app"] == "ztunnel" and labels["reporter"] == "source"
-    assert labels["connection_security_policy"] == "mutual_tls"
+    # CommonTrafficLabels, no `app`: that is Prometheus' pod-label relabelling's (mesh-facts-2 §G6)
+    assert list(labels) == list(LABELS) and "app" not in labels
+    assert labels["reporter"] == "source" and labels["connection_security_policy"] == "mutual_tls"
     assert labels["source_principal"] == "spiffe://cluster.local/ns/front/sa/sleep"
     assert labels["destination_principal"] == "spiffe://cluster.local/ns/back/sa/bookinfo-reviews"
     assert labels["destination_service"] == "reviews.back.svc.cluster.local"
@@ -95,32 +120,114 @@ def test_outbound_hbone(tel: tuple[ZtunnelTelemetry, io.StringIO]) -> None:
     assert (labels["source_workload"], labels["source_workload_namespace"]) == ("sleep", "front")
     assert (labels["destination_workload"], labels["destination_canonical_revision"]) == ("reviews-v2", "v2")
     assert labels["request_protocol"] == "tcp" and labels["response_flags"] == "-"
-    assert labels["source_cluster"] == "Kubernetes"
+    assert labels["source_cluster"] == labels["destination_cluster"] == "Kubernetes"
+    # copy.rs: received = downstream→upstream, sent = upstream→downstream
     assert s["istio_tcp_received_bytes"][0].value == 100
     assert s["istio_tcp_sent_bytes"][0].value == 2500
     assert s["istio_tcp_connections_closed"][0].value == 1
-    opened_line, closed_line = (json.loads(x) for x in log.getvalue().splitlines())
-    assert opened_line["message"] == "connection opened" and opened_line["scope"] == "access"
-    assert opened_line["src.identity"] == SLEEP.identity(TD) and opened_line["dst.hbone_addr"] == "10.2.0.7:9080"
-    assert opened_line["dst.addr"] == "10.2.0.7:15008" and opened_line["direction"] == "outbound"
-    assert closed_line["message"] == "connection complete"
-    assert (closed_line["bytes_recv"], closed_line["bytes_sent"]) == (100, 2500)
-    assert closed_line["duration"].endswith("ms") and "error" not in closed_line
 
 
-def test_inbound_plaintext(tel: tuple[ZtunnelTelemetry, io.StringIO]) -> None:
+def test_access_log_unflips_bytes_for_the_source_reporter(tel: tuple[ZtunnelTelemetry, io.StringIO]) -> None:
+    """metrics.rs: "Istio flips the metric for source ... Unflip for logs"."""
     t, log = tel
-    rec = inbound_plain()
+    out, inb = outbound_hbone(), replace(inbound_plain())
+    t.opened(out)
+    t.closed(out, bytes_received=100, bytes_sent=2500)
+    t.opened(inb)
+    t.closed(inb, bytes_received=7, bytes_sent=9)
+    outbound_line, inbound_line = lines(log)
+    assert (outbound_line["bytes_sent"], outbound_line["bytes_recv"]) == (100, 2500)
+    assert (inbound_line["bytes_sent"], inbound_line["bytes_recv"]) == (9, 7)
+
+
+def test_connection_opened_is_a_debug_line(tel: tuple[ZtunnelTelemetry, io.StringIO],
+                                           debug_tel: tuple[ZtunnelTelemetry, io.StringIO]) -> None:
+    """At ztunnel's default level (info) only "connection complete" shows."""
+    for t, log in (tel, debug_tel):
+        rec = outbound_hbone()
+        t.opened(rec)
+        t.closed(rec, 1, 2)
+    assert [x["message"] for x in lines(tel[1])] == ["connection complete"]
+    opened, complete = lines(debug_tel[1])
+    assert (opened["level"], opened["message"]) == ("debug", "connection opened")
+    assert (complete["level"], complete["message"]) == ("info", "connection complete")
+
+
+def test_access_log_fields(debug_tel: tuple[ZtunnelTelemetry, io.StringIO]) -> None:
+    t, log = debug_tel
+    rec = outbound_hbone()
+    t.opened(rec)
+    t.closed(rec, 1, 2)
+    opened, complete = lines(log)
+    assert opened["scope"] == "access" and opened["direction"] == "outbound"
+    # the pod name, not the deployment (ConnectionResult::new: wl.name)
+    assert (opened["src.workload"], opened["dst.workload"]) == ("sleep-7d9-abc", "reviews-v2-xyz")
+    assert opened["src.identity"] == SLEEP.identity(TD) and opened["dst.identity"] == REVIEWS.identity(TD)
+    assert opened["dst.addr"] == "10.2.0.7:15008" and opened["dst.hbone_addr"] == "10.2.0.7:9080"
+    assert opened["dst.service"] == "reviews.back.svc.cluster.local"
+    assert (opened["src.namespace"], opened["dst.namespace"]) == ("front", "back")
+    # 1.24 logs no cluster (src.cluster/dst.cluster came with ztunnel#1994, 1.31)
+    assert "src.cluster" not in complete and "dst.cluster" not in complete
+    assert complete["duration"].endswith("ms") and "error" not in complete
+
+
+@pytest.mark.parametrize("make", [inbound_plain, passthrough])
+def test_destination_principal_without_mtls(tel: tuple[ZtunnelTelemetry, io.StringIO], make: Any) -> None:
+    """with_destination sets destination_principal from the workload; source_principal only
+    comes from the derived (mTLS) source; the log shows no identities without mTLS."""
+    t, log = tel
+    rec = make()
     t.opened(rec)
     t.closed(rec, 7, 9, error="connection reset")
     labels = samples(t)["istio_tcp_connections_opened"][0].labels
-    assert labels["reporter"] == "destination" and labels["connection_security_policy"] == "unknown"
-    assert labels["source_principal"] == "unknown" and labels["destination_principal"] == "unknown"
-    assert labels["source_workload"] == "unknown" and labels["destination_service"] == "unknown"
-    assert labels["destination_workload"] == "reviews-v2"
-    lines = [json.loads(x) for x in log.getvalue().splitlines()]
-    assert all("src.identity" not in x and "dst.identity" not in x for x in lines)
-    assert lines[1]["error"] == "connection reset"
+    assert labels["connection_security_policy"] == "unknown"
+    assert labels["destination_principal"] == "spiffe://cluster.local/ns/back/sa/bookinfo-reviews"
+    assert labels["source_principal"] == "unknown"
+    (line,) = lines(log)
+    assert "src.identity" not in line and "dst.identity" not in line
+    assert (line["level"], line["error"]) == ("error", "connection reset")
+
+
+def test_inbound_plaintext_source_unknown(tel: tuple[ZtunnelTelemetry, io.StringIO]) -> None:
+    t, _ = tel
+    t.opened(inbound_plain())
+    labels = samples(t)["istio_tcp_connections_opened"][0].labels
+    assert labels["reporter"] == "destination" and labels["source_workload"] == "unknown"
+    assert labels["destination_service"] == "unknown" and labels["destination_workload"] == "reviews-v2"
+
+
+def test_denied_connection(tel: tuple[ZtunnelTelemetry, io.StringIO]) -> None:
+    """record_with_flag: only the closed counter carries DENY; opened and bytes were made
+    at open with `-`; the complete line has a duration and the real error text."""
+    t, log = tel
+    rec = replace(outbound_hbone(), reporter="destination", direction="inbound")
+    t.opened(rec)
+    err = rejection_error(denied_by("istio-system/istio_converted_static_strict"))
+    t.closed(replace(rec, response_flags="DENY"), 0, 0, error=err)
+    s = samples(t)
+    flags = {name: [x.labels["response_flags"] for x in series] for name, series in s.items()}
+    assert flags == {"istio_tcp_connections_opened": ["-"], "istio_tcp_connections_closed": ["DENY"],
+                     "istio_tcp_received_bytes": ["-"], "istio_tcp_sent_bytes": ["-"]}
+    (line,) = lines(log)
+    assert line["level"] == "error" and line["duration"].endswith("ms")
+    assert line["error"] == ("connection closed due to policy rejection: explicitly denied by: "
+                             "istio-system/istio_converted_static_strict")
+
+
+def test_error_texts() -> None:
+    """src/proxy.rs @1.24.0 Display impls."""
+    assert http_status_error(401) == "http status: 401 Unauthorized"
+    assert http_status_error(503) == "http status: 503 Service Unavailable"
+    assert io_error(ConnectionRefusedError(111, "Connection refused")) == "Connection refused (os error 111)"
+
+
+def test_early_deny_is_a_warning(tel: tuple[ZtunnelTelemetry, io.StringIO]) -> None:
+    t, log = tel
+    t.failed("10.1.0.5:40000", "10.2.0.7:15008", "inbound", "invalid CONNECT address nonsense")
+    (line,) = lines(log)
+    assert (line["level"], line["message"], line["direction"]) == ("warn", "connection failed", "inbound")
+    assert line["error"] == "invalid CONNECT address nonsense" and samples(t) == {
+        name: [] for name in NAMES}
 
 
 def test_series_accumulate_and_split_by_labels(tel: tuple[ZtunnelTelemetry, io.StringIO]) -> None:
@@ -133,24 +240,45 @@ def test_series_accumulate_and_split_by_labels(tel: tuple[ZtunnelTelemetry, io.S
     opened = samples(t)["istio_tcp_connections_opened"]
     by_reporter = {x.labels["reporter"]: x.value for x in opened}
     assert by_reporter == {"source": 3, "destination": 1}
-    assert samples(t)["istio_tcp_received_bytes"][0].value == 30
+    received = {x.labels["reporter"]: x.value for x in samples(t)["istio_tcp_received_bytes"]}
+    assert received == {"source": 30, "destination": 0}
 
 
-def test_no_created_series(tel: tuple[ZtunnelTelemetry, io.StringIO]) -> None:
-    t, _ = tel
-    t.opened(outbound_hbone())
-    assert "_created" not in t.exposition().decode()
-
-
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
-def test_promtool_check_metrics(tel: tuple[ZtunnelTelemetry, io.StringIO]) -> None:
+def test_openmetrics_exposition(tel: tuple[ZtunnelTelemetry, io.StringIO]) -> None:
+    """rust prometheus_client 0.22 (ztunnel 1.24's): HELP text + '.', TYPE without _total,
+    integer samples, `# EOF` last, and ztunnel's Content-Type."""
     t, _ = tel
     rec = outbound_hbone()
     t.opened(rec)
     t.closed(rec, 1, 2)
-    res = subprocess.run(["promtool", "check", "metrics"], input=t.exposition(),
+    ctype, body = t.exposition()
+    assert ctype == CONTENT_TYPE == "application/openmetrics-text;charset=utf-8;version=1.0.0"
+    text = body.decode()
+    assert text.endswith("# EOF\n") and "_created" not in text
+    assert "# HELP istio_tcp_connections_opened The total number of TCP connections opened.\n" in text
+    assert "# TYPE istio_tcp_connections_opened counter\n" in text
+    assert "_total counter" not in text
+    values = [line.rsplit(" ", 1)[1] for line in text.splitlines() if not line.startswith("#")]
+    assert values and all(v.isdigit() for v in values), values
+    order = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")]
+    assert order == ["istio_tcp_connections_opened", "istio_tcp_connections_closed",
+                     "istio_tcp_received_bytes", "istio_tcp_sent_bytes"]
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+def test_promtool_check_metrics(tel: tuple[ZtunnelTelemetry, io.StringIO]) -> None:
+    """promtool 2.42 parses the exposition (no parse error, exit 1) and lints it as the
+    Prometheus *text* format: there each `<family>_total` sample is a family of its own
+    without HELP, the only problem it reports (exit 3), as for real ztunnel's OpenMetrics."""
+    t, _ = tel
+    rec = outbound_hbone()
+    t.opened(rec)
+    t.closed(rec, 1, 2)
+    res = subprocess.run(["promtool", "check", "metrics"], input=t.exposition()[1],
                          capture_output=True, timeout=30)
-    assert res.returncode == 0, res.stdout + res.stderr
+    problems = sorted(res.stderr.decode().splitlines())
+    assert res.returncode in (0, 3), res.stdout + res.stderr
+    assert problems == sorted(f"{n}_total no help text" for n in NAMES), problems
 
 
 # --- real HTTP serving and scrape ------------------------------------------------------------
@@ -208,7 +336,7 @@ def test_http_metrics_endpoint(served: tuple[ZtunnelTelemetry, int]) -> None:
     t.opened(outbound_hbone())
     body = wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read(),
                     10, "/metrics")
-    assert b'istio_tcp_connections_opened_total{app="ztunnel"' in body
+    assert b'istio_tcp_connections_opened_total{reporter="source"' in body
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(f"http://127.0.0.1:{port}/nope", timeout=2)
     assert err.value.code == 404
@@ -240,7 +368,7 @@ def test_real_prometheus_scrape(served: tuple[ZtunnelTelemetry, int], tmp_path: 
         result = wait_for(series, 60, "prometheus to scrape both series")
         by_reporter = {r["metric"]["reporter"]: r["metric"] for r in result}
         assert set(by_reporter) == {"source", "destination"}
-        assert all(m["app"] == "ztunnel" and m["job"] == "ztunnel" for m in by_reporter.values())
+        assert all("app" not in m and m["job"] == "ztunnel" for m in by_reporter.values())
         assert by_reporter["source"]["connection_security_policy"] == "mutual_tls"
         assert by_reporter["destination"]["connection_security_policy"] == "unknown"
         assert all(float(r["value"][1]) == 1 for r in result)

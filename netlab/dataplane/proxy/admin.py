@@ -8,9 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Callable, Union
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+# What /metrics serves: a prometheus_client registry (Prometheus text), or a function
+# giving (Content-Type, body) for proxies with an exposition of their own (ztunnel's
+# OpenMetrics).
+Exposition = Callable[[], tuple[str, bytes]]
+MetricsSource = Union[CollectorRegistry, Exposition]
+
+
+def _exposition(source: MetricsSource) -> Exposition:
+    if isinstance(source, CollectorRegistry):
+        return lambda: (CONTENT_TYPE_LATEST, generate_latest(source))
+    return source
 
 
 def _listen(port: int) -> socket.socket:
@@ -22,14 +35,15 @@ def _listen(port: int) -> socket.socket:
     return s
 
 
-def serve_metrics(port: int, registry: CollectorRegistry) -> asyncio.Task[None]:
+def serve_metrics(port: int, registry: MetricsSource) -> asyncio.Task[None]:
     """Serve `/metrics` of `registry` on `port` until the task is cancelled."""
     return asyncio.create_task(metrics_server(registry, _listen(port)))
 
 
-async def metrics_server(registry: CollectorRegistry, sock: socket.socket) -> None:
+async def metrics_server(registry: MetricsSource, sock: socket.socket) -> None:
     """A minimal HTTP/1.1 server for GET/HEAD /metrics (one request per connection)."""
     sock.setblocking(False)
+    render = _exposition(registry)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -37,7 +51,8 @@ async def metrics_server(registry: CollectorRegistry, sock: socket.socket) -> No
             method, target = (head.split(b"\r\n", 1)[0].decode("latin-1").split(" ") + ["", ""])[:2]
             path = target.split("?", 1)[0]
             if method in ("GET", "HEAD") and path in ("/metrics", "/stats/prometheus"):
-                status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, generate_latest(registry)
+                ctype, body = render()
+                status = "200 OK"
             else:
                 status, ctype, body = "404 Not Found", "text/plain", b"not found\n"
             hdr = (f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"

@@ -6,8 +6,6 @@ import asyncio
 import logging
 import sys
 
-from prometheus_client import CollectorRegistry
-
 from netlab import mesh
 from netlab.dataplane.policy import Evaluator
 from netlab.dataplane.proxy import certs, config, lifecycle
@@ -26,7 +24,7 @@ class Ztunnel:
     def __init__(self, cfg: ProxySnapshot) -> None:
         self.cfg = cfg
         pods = cfg.local_workloads(MODE)
-        self.telemetry = ZtunnelTelemetry(CollectorRegistry(), cfg.node, sys.stdout)
+        self.telemetry = ZtunnelTelemetry(cfg.node, sys.stdout)
         self.certs = certs.cert_manager(cfg, pods)
         policy = Evaluator(cfg.policies)
         self.proxies = [PodProxy(p, cfg, self.certs, self.telemetry, policy) for p in pods]
@@ -38,7 +36,7 @@ class Ztunnel:
             for p in self.proxies:
                 await p.start()
             self._ready = await serve_readiness(mesh.HEALTH_PORT)
-            self._metrics = serve_metrics(mesh.METRICS_PORT, self.telemetry.registry)
+            self._metrics = serve_metrics(mesh.METRICS_PORT, self.telemetry.exposition)
         except BaseException:
             await self.close()
             raise

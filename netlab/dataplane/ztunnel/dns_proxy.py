@@ -5,8 +5,8 @@ to 15053. REDIRECT in nat OUTPUT rewrites the destination to 127.0.0.1, so that 
 where we listen: a reply sent from 127.0.0.1:15053 matches conntrack's reply tuple and
 is un-NATed back to look as if it came from the cluster DNS.
 
-What it answers itself: A queries for the Kubernetes Services in the ztunnel config,
-under every name the pod's resolv.conf search path can turn into one (`NameTable`).
+What it answers itself: A and AAAA queries for the Kubernetes Services in the ztunnel
+config, found and answered as ztunnel 1.24 does (`NameTable`).
 Everything else goes, byte for byte, to the pod's upstream resolver (the cluster DNS)
 from a socket marked 0x539, so the in-pod rules leave it alone. A malformed query gets
 FORMERR (or nothing, without a header); an upstream that does not answer, SERVFAIL.
@@ -30,7 +30,7 @@ import dns.rdatatype
 import dns.rrset
 
 from netlab import mesh
-from netlab.dataplane.dns import DEFAULT_TTL, Zone, formerr, normalize, serve_tcp_queries
+from netlab.dataplane.dns import formerr, normalize, serve_tcp_queries
 from netlab.dataplane.proxy.sockets import marked_socket
 from netlab.snapshot import Service
 
@@ -42,44 +42,86 @@ UPSTREAM_TIMEOUT = 2.5
 UDP_PLAIN_MAX = 512
 
 
-class NameTable:
-    """The Service names one pod may ask for, resolved the way its search path would.
+TTL = 30  # DEFAULT_TTL_SECONDS, ztunnel@1.24.0 src/dns/server.rs
 
-    The pod's resolv.conf says `search <ns>.svc.<domain> svc.<domain> <domain>`, so
-    `ratings`, `ratings.bookinfo` and `ratings.bookinfo.svc` all mean
-    `ratings.bookinfo.svc.<domain>`. The stub resolver sends them with a search
-    domain appended (ndots:5), and when the first try misses (e.g.
-    `ratings.outside.bookinfo.svc.<domain>` for `ratings.outside`), answering it here
-    with a CNAME saves the client the NXDOMAIN round trips.
+
+class NameTable:
+    """The Service names one pod may ask for, found the way ztunnel 1.24 finds them.
+
+    ztunnel's `Store::find_server` tries *aliases* of the asked name, first hit wins
+    (src/dns/server.rs `get_aliases`, `to_kube_fqdns`):
+
+    1. the name itself;
+    2. its Kubernetes expansions by label count (`a` → `a.<ns>.svc.<d>`; `a.b` →
+       `a.b.svc.<d>`, `a.b.<ns>.svc.<d>`; `a.b.svc` → `a.b.svc.<d>`, `a.b.svc.svc.<d>`;
+       `a.b.c.svc` → `a.b.c.svc.<d>`);
+    3. for each search domain of the pod (`<ns>.svc.<d>`, `svc.<d>`, `<d>`) the name
+       with that domain trimmed, and that stripped name's expansions.
+
+    The answer is one A record per VIP under the *asked* name, TTL 30; a match found
+    by trimming a search domain answers a CNAME asked-name → stripped name, then the A
+    under the stripped name. AAAA for an IPv4 Service is NOERROR with no records.
     """
 
     def __init__(self, services: Iterable[Service], namespace: str,
-                 domain: str = mesh.DNS_DOMAIN, ttl: int = DEFAULT_TTL) -> None:
-        records: dict[str, list[str]] = {}
+                 domain: str = mesh.DNS_DOMAIN, ttl: int = TTL) -> None:
+        self.domain = normalize(domain)
+        self.ttl = ttl
+        self.namespace = namespace
+        self.records: dict[str, list[str]] = {}
         for s in services:
-            ips = records.setdefault(f"{s.name}.{s.namespace}.svc.{normalize(domain)}", [])
+            ips = self.records.setdefault(f"{s.name}.{s.namespace}.svc.{self.domain}", [])
             if s.vip not in ips:
                 ips.append(s.vip)
-        self.zone = Zone(records, ttl, domain)
-        d = self.zone.domain
-        self.search = (f"{namespace}.svc.{d}", f"svc.{d}", d)
+        self.svc_domain = f"svc.{self.domain}"
+        self.search = (f"{namespace}.svc.{self.domain}", self.svc_domain, self.domain)
+
+    def _kube_fqdns(self, name: str) -> list[str]:
+        labels = name.split(".")
+        own = f"{self.namespace}.svc.{self.domain}"
+        if len(labels) == 1:
+            return [f"{name}.{own}"]
+        if len(labels) == 2:
+            return [f"{name}.{self.svc_domain}", f"{name}.{own}"]
+        if len(labels) == 3:
+            return ([f"{name}.{self.domain}"] if labels[-1] == "svc" else []) + [f"{name}.{self.svc_domain}"]
+        if len(labels) == 4 and labels[-1] == "svc":
+            return [f"{name}.{self.domain}"]
+        return []
+
+    def aliases(self, qname: str) -> list[tuple[str, str | None]]:
+        """(alias, stripped name or None) in ztunnel's order, without repeats."""
+        name = normalize(qname)
+        out: list[tuple[str, str | None]] = []
+        seen: set[str] = set()
+
+        def add(alias: str, stripped: str | None) -> None:
+            if alias not in seen:
+                seen.add(alias)
+                out.append((alias, stripped))
+
+        add(name, None)
+        for fqdn in self._kube_fqdns(name):
+            add(fqdn, None)
+        for domain in self.search:
+            if name.endswith("." + domain) and len(name) > len(domain) + 1:
+                stripped = name[: -len(domain) - 1]
+                add(stripped, stripped)
+                for fqdn in self._kube_fqdns(stripped):
+                    add(fqdn, stripped)
+        return out
+
+    def find(self, qname: str) -> tuple[str, str | None] | None:
+        """(Service FQDN, stripped name or None) that `qname` stands for, or None."""
+        for alias, stripped in self.aliases(qname):
+            if alias in self.records:
+                return alias, stripped
+        return None
 
     def lookup(self, qname: str) -> str | None:
         """The Service FQDN `qname` stands for from this pod, or None if it is not one."""
-        name = normalize(qname)
-        hit = self._expand(name)
-        if hit is not None:
-            return hit
-        own = "." + self.search[0]
-        if name.endswith(own):  # the stub's first search try for a multi-label name
-            return self._expand(name[:-len(own)])
-        return None
-
-    def _expand(self, name: str) -> str | None:
-        """`name` as an FQDN, else `name` completed by the first search domain that fits."""
-        if name in self.zone.names:
-            return name
-        return next((c for c in (f"{name}.{d}" for d in self.search) if c in self.zone.names), None)
+        hit = self.find(qname)
+        return hit[0] if hit else None
 
     def respond(self, query: dns.message.Message) -> dns.message.Message | None:
         """Our own answer to a parsed query, or None when it must go upstream."""
@@ -88,18 +130,19 @@ class NameTable:
         q = query.question[0]
         if q.rdclass != dns.rdataclass.IN or q.rdtype not in (dns.rdatatype.A, dns.rdatatype.AAAA):
             return None
-        fqdn = self.lookup(q.name.to_text())
-        if fqdn is None:
+        hit = self.find(q.name.to_text())
+        if hit is None:
             return None
+        fqdn, stripped = hit
         resp = dns.message.make_response(query)
         resp.flags |= dns.flags.AA | dns.flags.RA
-        target = dns.name.from_text(fqdn)
-        if target != q.name:  # a short or search-expanded form: say which Service it is
-            resp.answer.append(dns.rrset.from_text(q.name, self.zone.ttl, "IN", "CNAME",
-                                                   target.to_text()))
-        if q.rdtype == dns.rdatatype.A:  # AAAA: NOERROR, no data (IPv4-only Services)
-            resp.answer.append(dns.rrset.from_text_list(target, self.zone.ttl, "IN", "A",
-                                                        self.zone.names[fqdn]))
+        if q.rdtype != dns.rdatatype.A:  # IPv4-only Services: found, but no records
+            return resp
+        owner = q.name
+        if stripped is not None:
+            owner = dns.name.from_text(stripped)
+            resp.answer.append(dns.rrset.from_text(q.name, self.ttl, "IN", "CNAME", owner.to_text()))
+        resp.answer.append(dns.rrset.from_text_list(owner, self.ttl, "IN", "A", self.records[fqdn]))
         return resp
 
 

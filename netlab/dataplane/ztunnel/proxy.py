@@ -19,10 +19,11 @@ from netlab import mesh
 from netlab.dataplane import hbone
 from netlab.dataplane.identity import CertManager, Identity
 from netlab.dataplane.policy import Connection, Evaluator
-from netlab.dataplane.telemetry import ConnRecord, ZtunnelTelemetry
+from netlab.dataplane.telemetry import (NONE_ALLOWED, ConnRecord, ZtunnelTelemetry, denied_by,
+                                        http_status_error, io_error, rejection_error)
 from netlab.dataplane.proxy import sockets
 from netlab.dataplane.proxy.relay import STREAM_LIMIT, CountingReader, CountingWriter, pipe
-from netlab.dataplane.ztunnel import dns_proxy
+from netlab.dataplane.ztunnel import dns_proxy, routing
 from netlab.snapshot import Endpoint, ProxySnapshot, ServicePort, Workload
 
 log = logging.getLogger("ztunnel")
@@ -82,8 +83,8 @@ class PodProxy:
         ident = Identity.parse(src_identity)
         return self.certs.client_context(ident.namespace, ident.service_account)
 
-    def _inbound_service(self, port: int) -> str | None:
-        svc = self.cfg.inbound_service(self.pod, port)
+    def _inbound_service(self, port: int, headers: dict[str, str] | None = None) -> str | None:
+        svc = routing.inbound_service(self.cfg, self.pod, port, headers or {})
         return svc.fqdn if svc else None
 
     # --- outbound (15001) ------------------------------------------------------------
@@ -94,20 +95,17 @@ class PodProxy:
             log.info("refused self-call from %s to ztunnel port %s", _addr(client), _addr(dst))
             writer.close()
             return
-        target, dst_wl = dst, self.cfg.workload_by_ip(dst[0])
-        hit = self.cfg.service_at(*dst)
-        service = hit[0].fqdn if hit else None
-        if hit is not None:
-            ep = pick(hit[1])
-            if ep is None:
-                log.info("no endpoints for %s (%s)", service, _addr(dst))
-                writer.close()
-                return
-            target, dst_wl = (ep.ip, ep.port), self.cfg.workload_by_ip(ep.ip)
-        if dst_wl is not None and dst_wl.speaks_hbone:
-            await self._outbound_hbone(reader, writer, client, target, dst_wl, service)
+        # The path (waypoint, HBONE to the pod, passthrough) is routing's decision.
+        route = routing.outbound(self.cfg, self.pod, dst)
+        if route.refusal:
+            log.info("%s (%s)", route.refusal, _addr(dst))
+            writer.close()
+            return
+        if route.hbone_addr is not None and route.dst is not None:
+            # Via a waypoint, route.dst is the waypoint pod and route.target the VIP:port dialled.
+            await self._outbound_hbone(reader, writer, client, route.target, route.dst, route.service)
         else:
-            await self._passthrough(reader, writer, client, target, dst_wl, service)
+            await self._passthrough(reader, writer, client, route.target, route.dst, route.service)
 
     async def _outbound_hbone(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                               client: Any, target: tuple[str, int], dst_wl: Workload,
@@ -119,7 +117,7 @@ class PodProxy:
                          hbone_addr=authority, src_identity=self.identity, dst_identity=dst_id,
                          security="mutual_tls", direction="outbound", dst_service=service)
         self.tel.opened(rec)
-        headers = hbone.make_headers(forwarded_for=(client[0], client[1]), baggage={
+        headers = hbone.make_headers(forwarded_for=(client[0], client[1]), forwarded_host=service, baggage={
             "k8s.cluster.name": mesh.TELEMETRY_CLUSTER, "k8s.namespace.name": self.pod.namespace,
             "k8s.deployment.name": self.pod.deployment, "service.name": self.pod.canonical_service,
             "service.version": self.pod.canonical_revision})
@@ -127,12 +125,12 @@ class PodProxy:
             stream = await self.pool.connect((dst_wl.ip, INBOUND_HBONE), authority, self.identity,
                                              dst_id, headers)
         except hbone.HboneError as e:
-            flag = "DENY" if e.status == 401 else "CONNECT"
-            self.tel.closed(_flags(rec, flag), 0, 0, error=f"http status: {e.status}")
+            # ztunnel 1.24's outbound records no flag: only the destination says DENY.
+            self.tel.closed(rec, 0, 0, error=http_status_error(e.status))
             writer.close()
             return
         except Exception as e:  # noqa: BLE001 - TLS, identity or socket failure: close the client
-            self.tel.closed(_flags(rec, "CONNECT"), 0, 0, error=f"{type(e).__name__}: {e}")
+            self.tel.closed(rec, 0, 0, error=io_error(e) if isinstance(e, OSError) else f"{type(e).__name__}: {e}")
             writer.close()
             return
         down_r = CountingReader(reader)
@@ -144,8 +142,9 @@ class PodProxy:
                            service: str | None) -> None:
         rec = ConnRecord(reporter="source", src=self.pod, dst=dst_wl,
                          src_addr=_addr(client), dst_addr=_addr(target), hbone_addr=None,
-                         src_identity=self.identity, dst_identity=None, security="unknown",
-                         direction="outbound", dst_service=service)
+                         src_identity=self.identity,
+                         dst_identity=dst_wl.identity(self.td) if dst_wl else None,
+                         security="unknown", direction="outbound", dst_service=service)
         self.tel.opened(rec)
         sock = sockets.outbound_socket(self.pod.netns)
         try:
@@ -154,7 +153,7 @@ class PodProxy:
             up_r, up_w = await asyncio.open_connection(sock=sock, limit=STREAM_LIMIT)
         except (OSError, asyncio.TimeoutError) as e:
             sock.close()
-            self.tel.closed(_flags(rec, "CONNECT"), 0, 0, error=str(e) or type(e).__name__)
+            self.tel.closed(rec, 0, 0, error=f"io error: {io_error(e)}")
             writer.close()
             return
         down_r, down_w = CountingReader(reader), CountingWriter(writer)
@@ -175,24 +174,27 @@ class PodProxy:
     async def _inbound_hbone(self, authority: str, headers: dict[str, str], peer_identity: str,
                              peer: tuple[str, int]) -> Any:
         target = hbone.parse_authority(authority)
-        if target is None or target[0] != self.pod.ip or target[1] in OWN_PORTS:
+        refusal = _bad_authority(authority, target, self.pod.ip)
+        if refusal is not None:  # ztunnel's log_early_deny, then 400
+            self.tel.failed(_addr(peer), f"{self.pod.ip}:{INBOUND_HBONE}", "inbound", refusal)
             return 400
+        assert target is not None
         src_ip = peer[0]
         rec = ConnRecord(reporter="destination", src=self.cfg.workload_by_ip(src_ip),
                          dst=self.pod, src_addr=_addr(peer),
                          dst_addr=f"{self.pod.ip}:{INBOUND_HBONE}", hbone_addr=authority,
                          src_identity=peer_identity, dst_identity=self.identity,
                          security="mutual_tls", direction="inbound",
-                         dst_service=self._inbound_service(target[1]))
+                         dst_service=self._inbound_service(target[1], headers))
         self.tel.opened(rec)
         decision = self.policy.authorize(Connection.to_workload(src_ip, peer_identity, target[0], target[1], self.pod))
         if not decision.allowed:
-            self.tel.closed(_flags(rec, "DENY"), 0, 0, error=f"policy rejection: {decision.reason}")
+            self.tel.closed(_flags(rec, "DENY"), 0, 0, error=_rejection(decision.policy))
             return 401
         try:
             up_r, up_w = await self._connect_app(src_ip, target[1])
         except (OSError, asyncio.TimeoutError) as e:
-            self.tel.closed(_flags(rec, "CONNECT"), 0, 0, error=str(e) or type(e).__name__)
+            self.tel.closed(_flags(rec, "CONNECT"), 0, 0, error=f"connection failed: {io_error(e)}")
             return 503
         r = CountingReader(up_r)
         w = CountingWriter(up_w, lambda: self.tel.closed(rec, w.count, r.count))
@@ -202,6 +204,7 @@ class PodProxy:
         client = writer.get_extra_info("peername")
         dst = sockets.original_dst(writer.get_extra_info("socket"))
         if dst[1] in OWN_PORTS:
+            self.tel.failed(_addr(client), _addr(dst), "inbound", "attempted recursive call to ourselves")
             writer.close()
             return
         rec = ConnRecord(reporter="destination", src=self.cfg.workload_by_ip(client[0]),
@@ -211,24 +214,41 @@ class PodProxy:
                          dst_service=self._inbound_service(dst[1]))
         self.tel.opened(rec)
         mode = self.policy.peer_auth_mode(self.pod.namespace, self.pod.labels, dst[1])
-        if mode == "STRICT":
-            decision_error = "connection closed due to policy: PeerAuthentication STRICT needs mTLS"
+        if mode == "STRICT":  # istiod hands ztunnel STRICT as a DENY policy
+            decision_error: str | None = rejection_error(denied_by(
+                self.policy.strict_policy_key(self.pod.namespace, self.pod.labels)))
         else:
             d = self.policy.authorize(Connection.to_workload(client[0], None, self.pod.ip, dst[1], self.pod))
-            decision_error = None if d.allowed else f"policy rejection: {d.reason}"
+            decision_error = None if d.allowed else _rejection(d.policy)
         if decision_error:
             self.tel.closed(_flags(rec, "DENY"), 0, 0, error=decision_error)
             _reset(writer)
             return
         try:
             up_r, up_w = await self._connect_app(client[0], dst[1])
-        except (OSError, asyncio.TimeoutError) as e:
-            self.tel.closed(_flags(rec, "CONNECT"), 0, 0, error=str(e) or type(e).__name__)
+        except (OSError, asyncio.TimeoutError) as e:  # 1.24 plaintext: no flag on a connect failure
+            self.tel.closed(rec, 0, 0, error=f"connection failed: {io_error(e)}")
             _reset(writer)
             return
         down_r, down_w = CountingReader(reader), CountingWriter(writer)
         err = await pipe(down_r, down_w, up_r, up_w)
         self.tel.closed(rec, down_r.count, down_w.count, error=err)
+
+
+def _rejection(policy: str | None) -> str:
+    """The error a policy refusal logs: the DENY policy that matched, or no ALLOW matched."""
+    return rejection_error(denied_by(policy) if policy else NONE_ALLOWED)
+
+
+def _bad_authority(authority: str, target: tuple[str, int] | None, pod_ip: str) -> str | None:
+    """Why ztunnel answers 400 to a CONNECT, in its words; None when the target is ours."""
+    if target is None:
+        return f"invalid CONNECT address {authority}"
+    if target[1] in OWN_PORTS:
+        return "attempted recursive call to ourselves"
+    if target[0] != pod_ip:
+        return f"ip mismatch: {pod_ip} != {target[0]}"
+    return None
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
