@@ -36,6 +36,7 @@ VIRTUAL_OUTBOUND = "virtualOutbound"
 VIRTUAL_INBOUND = "virtualInbound"
 CONNECT_TERMINATE = "connect_terminate"  # the HBONE listener on 15008
 MAIN_INTERNAL = "main_internal"  # internal listener (and cluster) behind connect_terminate
+CONNECT_ORIGINATE = "connect_originate"  # internal listener (and cluster) sending HBONE
 PASSTHROUGH_CLUSTER = "PassthroughCluster"
 BLACKHOLE_CLUSTER = "BlackHoleCluster"
 INBOUND_PASSTHROUGH_CLUSTER = "InboundPassthroughCluster"
@@ -169,6 +170,9 @@ class UpstreamTls:
     sni: str
     alpn_protocols: tuple[str, ...]  # the cluster default; HTTP chains override (ALPN_OVERRIDE)
     subject_alt_names: tuple[str, ...]  # SPIFFE URIs the server certificate must carry
+    subject_alt_name_prefixes: tuple[str, ...] = ()  # or any URI SAN with one of these prefixes
+    min_version: str = "TLSv1_2"
+    max_version: str = "TLSv1_3"
 
 
 @dataclass(frozen=True)
@@ -222,6 +226,7 @@ class TcpProxy:
 
     stat_prefix: str
     cluster: str
+    tunneling_hostname: str = ""  # CONNECT :authority when tunneling (connect_originate)
 
 
 @dataclass(frozen=True)
@@ -235,20 +240,6 @@ class FilterChain:
     tcp: TcpProxy | None = None
     metadata_exchange: bool = False  # the `istio.metadata_exchange` network filter
     hbone: bool = False  # reached through connect_terminate: already decrypted
-
-    @property
-    def destination(self) -> str:
-        """What istioctl prints in its DESTINATION column."""
-        if self.tcp is not None:
-            return self.tcp.cluster if self.tcp.cluster in (
-                PASSTHROUGH_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER, BLACKHOLE_CLUSTER) \
-                else f"Cluster: {self.tcp.cluster}"
-        if self.http is not None:
-            if self.http.rds:
-                return f"Route: {self.http.rds}"
-            if self.http.route_config is not None:
-                return f"Inline Route: {self.http.route_config.name}"
-        return "Non-HTTP/Non-TCP"
 
 
 @dataclass(frozen=True)
