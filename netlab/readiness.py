@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import select
 import time
-from typing import Mapping, MutableMapping
+from typing import Callable, Mapping, MutableMapping
 
 ENV = "NETLAB_READY_FD"
 LINE = b"ready\n"
@@ -92,17 +92,31 @@ class ReadyPipe:
             os.close(self._read)
             self._read = -1
 
-    def wait(self, timeout: float) -> None:
-        """Return once the process says ready; raise NotReady on EOF or at the deadline."""
+    def wait(self, timeout: float, wake_fd: int | None = None,
+             on_wake: Callable[[], None] | None = None) -> None:
+        """Return once the process says ready; raise NotReady on EOF or at the deadline.
+
+        `wake_fd` (a self-pipe that a signal handler writes to) ends the wait early:
+        `on_wake()` runs, and raises to stop waiting (an interrupt) or returns to go on.
+        """
         self.started()
         deadline = time.monotonic() + timeout
         poller = select.poll()
         poller.register(self._read, select.POLLIN)
+        if wake_fd is not None:
+            poller.register(wake_fd, select.POLLIN)
         try:
             while LINE not in self._buf:
                 left = deadline - time.monotonic()
-                if left <= 0 or not poller.poll(left * 1000):
+                events = poller.poll(left * 1000) if left > 0 else []
+                if not events:
                     raise NotReady(f"not ready after {timeout:g}s", exited=False)
+                if any(fd == wake_fd for fd, _ in events):
+                    if on_wake is not None:
+                        on_wake()
+                    _drain(wake_fd)  # type: ignore[arg-type]
+                    if not any(fd == self._read for fd, _ in events):
+                        continue
                 chunk = os.read(self._read, 64)
                 if not chunk:
                     raise NotReady("exited (or closed its ready pipe) before it was ready",
@@ -116,3 +130,11 @@ class ReadyPipe:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 64):
+            pass
+    except BlockingIOError:
+        pass

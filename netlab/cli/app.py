@@ -2,7 +2,9 @@
 
 The guard is why a user never sees a traceback for a mistake they can fix: every
 NetlabError becomes one message and exit code 2, and Ctrl-C exit code 130 (after the
-command's own rollback has run, e.g. `up` removing what it built).
+command's own rollback has run, e.g. `up` removing what it built); a SIGTERM that `up`
+took as an interrupt, 143. Anything else is a bug: netlab.cli.entry reports it as one
+`internal error` line with the traceback in a file, exit code 70.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import click
 from netlab.cli import bench, labs, lifecycle, observe, proxies
 from netlab.cli.render import err, fail
 from netlab.errors import NetlabError
+from netlab.kernel.interrupts import Interrupted
 
 INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
 
@@ -27,6 +30,9 @@ class NetlabGroup(click.Group):
             return super().invoke(ctx)
         except NetlabError as e:
             fail(str(e))
+        except Interrupted as e:
+            err().print(f"interrupted ({e}); everything this command started was removed")
+            sys.exit(e.exit_code)
         except KeyboardInterrupt:
             err().print("interrupted; everything this command started was removed")
             sys.exit(INTERRUPTED)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -10,22 +11,38 @@ from rich.table import Table
 
 from netlab import topology
 from netlab.cli.render import err, fail, out, progress_bars
-from netlab.kernel import lifecycle, query
+from netlab.kernel import interrupts, lifecycle, query
 
 
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option("--name", help="Lab name (default: the Lab document's metadata.name).")
 def up(files: tuple[str, ...], name: str | None) -> None:
-    """Build the lab described by FILES (multi-document Kubernetes-shaped YAML)."""
-    lab = topology.load(list(files), name_override=name)  # a bad file builds nothing
-    prog, update = progress_bars()
-    with prog:
-        result = lifecycle.up(lab, update)
-    s = result.summary
-    err().print(f"lab [bold]{result.lab}[/] up in {result.seconds:.2f}s: {len(s['nodes'])} nodes, "
-                f"{len(s['pods'])} pods, {len(s['services'])} services. "
-                f"Try `netlab status {result.lab}`; remove with `netlab down {result.lab}`.")
+    """Build the lab described by FILES (multi-document Kubernetes-shaped YAML).
+
+    SIGINT or SIGTERM at any moment, up to the exit itself, leaves nothing built and a
+    non-zero exit (130 or 143): see netlab.kernel.interrupts.
+    """
+    with interrupts.deferred() as guard:
+        lab = topology.load(list(files), name_override=name)  # a bad file builds nothing
+        guard.check()
+        prog, update = progress_bars()
+        with prog:
+            result = lifecycle.up(lab, update)
+        s = result.summary
+        err().print(f"lab [bold]{result.lab}[/] up in {result.seconds:.2f}s: {len(s['nodes'])} nodes, "
+                    f"{len(s['pods'])} pods, {len(s['services'])} services. "
+                    f"Try `netlab status {result.lab}`; remove with `netlab down {result.lab}`.")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # The commit: from here signals stay pending and die with the process, so a
+        # signal either came before this check (and the lab is removed) or never counted.
+        interrupts.block()
+        if guard.received is not None:
+            lifecycle.down(result.lab)
+            guard.check()
+    # Exit now: interpreter teardown would be a window in which a signal is lost unseen.
+    os._exit(0)
 
 
 @click.command()
@@ -38,10 +55,11 @@ def down(lab: str | None) -> None:
 
 
 @click.command()
+@click.argument("lab", required=False)
 @click.option("--all", "everything", is_flag=True, help="Also remove labs that are running fine.")
-def clean(everything: bool) -> None:
-    """Remove the leftovers of crashed labs (never anything netlab does not own)."""
-    removed = lifecycle.clean(everything)
+def clean(lab: str | None, everything: bool) -> None:
+    """Remove the leftovers of crashed labs: LAB only when given (never anything netlab does not own)."""
+    removed = lifecycle.clean(lab, everything)
     err().print(f"removed: {', '.join(removed)}" if removed else "nothing to clean")
 
 
@@ -56,9 +74,11 @@ def list_(as_json: bool) -> None:
     if not labs:
         err().print("no labs")
         return
-    t = Table("lab", "status", "nodes", "pods", "files")
+    t = Table("lab", "status", "restarts", "nodes", "pods", "files")
     for lab in labs:
-        t.add_row(lab["name"], lab["status"], str(lab["nodes"]), str(lab["pods"]), " ".join(lab["files"]))
+        state = lab["status"] + (f" (run `netlab clean {lab['name']}`)" if lab["status"] == "crashed" else "")
+        t.add_row(lab["name"], state, str(lab["restarts"]), str(lab["nodes"]), str(lab["pods"]),
+                  " ".join(lab["files"]))
     out().print(t)
 
 
@@ -73,7 +93,7 @@ def status(lab: str | None, as_json: bool) -> None:
         out().print_json(json.dumps(s))
         return
     o = out()
-    o.print(f"lab [bold]{record.lab}[/] ({record.status}), DNS {s['dns']}")
+    o.print(f"lab [bold]{record.lab}[/] ({s['status']}), DNS {s['dns']}")
     t = Table("node", "fabric IP", "pod CIDR", "netns", title="nodes")
     for n in s["nodes"]:
         t.add_row(n["name"], n["ip"], n["podCIDR"], n["netns"])
@@ -88,9 +108,13 @@ def status(lab: str | None, as_json: bool) -> None:
         eps = ", ".join(sorted({f"{e['ip']}:{e['port']}" for p in svc["ports"] for e in p["endpoints"]}))
         t.add_row(f"{svc['namespace']}/{svc['name']}", svc["clusterIP"], ports, eps or "(none)")
     o.print(t)
+    t = Table("process", "pid", "state", "restarts", title="processes")
     for p in s["processes"]:
-        if not p["alive"]:
-            err().print(f"[yellow]warning:[/] process {p['name']} (pid {p['pid']}) is not running; "
+        t.add_row(p["name"], str(p["pid"]), p["state"], str(p["restarts"]))
+    o.print(t)
+    for p in s["processes"]:
+        if p["state"] != "running":
+            err().print(f"[yellow]warning:[/] process {p['name']} (pid {p['pid']}) is {p['state']}; "
                         f"see {p['log']}")
 
 

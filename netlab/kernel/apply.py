@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from typing import Callable
 
@@ -19,7 +20,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 from netlab.errors import KernelError
 from netlab.kernel import netns as nsmod
 from netlab.kernel import processes
-from netlab.kernel.ownership import LabRecord, ProcessRecord
+from netlab.kernel.interrupts import Guard
+from netlab.kernel.ownership import SUPERVISOR, LabRecord, ProcessRecord
 from netlab.plan.state import DesiredState, ProcessSpec, ReadyCheck
 from netlab.readiness import NotReady, ReadyPipe
 
@@ -34,12 +36,21 @@ def _noop(step: str, done: int, total: int) -> None:
 
 
 class Applier:
-    def __init__(self, record: LabRecord, progress: Progress = _noop) -> None:
+    """Builds a desired state, journaling into `record` before each kernel object.
+
+    With a `guard` (netlab.kernel.interrupts), a SIGINT or SIGTERM takes effect at the
+    next object or while waiting for a process to be ready, as an `Interrupted` raised
+    here; the caller rolls back.
+    """
+
+    def __init__(self, record: LabRecord, progress: Progress = _noop, guard: Guard | None = None) -> None:
         self.record = record
-        self.progress = progress
+        self.guard = guard
+        self._progress = progress
         self.sockets: dict[str, IPRoute] = {}
         self._ifindex: dict[tuple[str, str], int] = {}
         self._ready: dict[str, ReadyPipe] = {}  # process name -> its ready pipe
+        self._restart: list[processes.RestartSpec] = []  # how the supervisor starts each again
 
     # -- public -------------------------------------------------------------------------
     def apply(self, state: DesiredState, ready_timeout: float = 20.0) -> None:
@@ -51,6 +62,7 @@ class Applier:
             self._ipsets(state)
             self._rulesets(state)
             self._processes(state, ready_timeout)
+            self._supervisor(state, ready_timeout)
         except NetlinkError as e:
             raise KernelError(f"netlink refused a change: {e}") from e
         finally:
@@ -61,6 +73,15 @@ class Applier:
                 pipe.close()
             self._ready.clear()
 
+    def progress(self, step: str, done: int, total: int) -> None:
+        """Report progress; also the checkpoint where an interrupt takes effect."""
+        self.checkpoint()
+        self._progress(step, done, total)
+
+    def checkpoint(self) -> None:
+        if self.guard is not None:
+            self.guard.check()
+
     # -- steps --------------------------------------------------------------------------
     def _namespaces(self, state: DesiredState) -> None:
         names = [n.name for n in state.netns]
@@ -68,6 +89,7 @@ class Applier:
         self.record.netns = names
         self.record.save()
         for i, name in enumerate(names):
+            self.checkpoint()
             nsmod.create(name)
             with nsmod.entered(name):
                 self.sockets[name] = IPRoute()
@@ -82,6 +104,7 @@ class Applier:
             ipr.link("add", ifname=br.name, kind="bridge")
             self._up(br.netns, br.name)
         for i, v in enumerate(state.veths):
+            self.checkpoint()
             ipr = self.sockets[v.netns]
             peer: dict = {"ifname": v.peer_name}
             if v.peer_mac:
@@ -130,6 +153,7 @@ class Applier:
         self.progress("addresses and routes", 1, 1)
 
     def _sysctls(self, state: DesiredState) -> None:
+        self.checkpoint()
         for s in state.sysctls:
             # /proc/sys/net follows the namespace of the thread that opens the file.
             with nsmod.entered(s.netns):
@@ -138,6 +162,7 @@ class Applier:
 
     def _ipsets(self, state: DesiredState) -> None:
         for s in state.ipsets:
+            self.checkpoint()
             lines = [f"create {s.name} {s.type} -exist"] + [f"add {s.name} {m} -exist" for m in s.members]
             self._run_in(s.netns, ["ipset", "restore"], "\n".join(lines) + "\n")
 
@@ -150,14 +175,15 @@ class Applier:
         logs = os.path.join(self.record.dir, "logs")
         os.makedirs(logs, exist_ok=True)
         for i, spec in enumerate(state.processes):
+            self.checkpoint()
             self._spawn(spec, logs)
             self.progress("processes", i + 1, len(state.processes))
         for spec, rec in zip(state.processes, self.record.processes):
             pipe = self._ready.pop(spec.name, None)
             if pipe is not None:
-                wait_signalled(pipe, rec, timeout)
+                wait_signalled(pipe, rec, timeout, self.guard)
             for check in spec.ready:
-                wait_ready(check, rec.pid, rec.log, timeout)
+                wait_ready(check, rec.pid, rec.log, timeout, self.checkpoint)
         self.progress("ready", 1, 1)
 
     def _spawn(self, spec: ProcessSpec, logs: str) -> None:
@@ -176,10 +202,30 @@ class Applier:
         pipe = ReadyPipe() if spec.signals_ready else None
         if pipe is not None:
             self._ready[spec.name] = pipe
-        rec = processes.spawn(spec.name, spec.netns, argv, os.path.join(logs, f"{safe}.log"),
-                              resolv, uid=spec.uid, gid=spec.gid, ready=pipe)
+        restart = processes.RestartSpec(spec.name, spec.netns, tuple(argv), os.path.join(logs, f"{safe}.log"),
+                                        resolv, dict(spec.env), spec.uid, spec.gid, spec.signals_ready,
+                                        spec.ready)
+        rec = processes.spawn(spec.name, spec.netns, argv, restart.log, resolv, env=restart.env,
+                              uid=spec.uid, gid=spec.gid, ready=pipe)
+        self._restart.append(restart)
         self.record.processes.append(rec)
         self.record.save()
+
+    def _supervisor(self, state: DesiredState, timeout: float) -> None:
+        """Last step: the kubelet stand-in that restarts what dies (kernel/supervisor.py)."""
+        if not self._restart:
+            return
+        self.checkpoint()
+        processes.write_specs(self.record.lab, self._restart)
+        fabric = next(n.name for n in state.netns if n.role == "fabric")
+        log = os.path.join(self.record.dir, "logs", f"{SUPERVISOR}.log")
+        with ReadyPipe() as pipe:
+            rec = processes.spawn(SUPERVISOR, fabric, [sys.executable, "-m", "netlab.kernel.supervisor",
+                                                       self.record.lab], log, ready=pipe)
+            self.record.processes.append(rec)
+            self.record.save()
+            wait_signalled(pipe, rec, timeout, self.guard)
+        self.progress("supervisor", 1, 1)
 
     # -- helpers ------------------------------------------------------------------------
     def _index(self, netns: str, ifname: str) -> int:
@@ -214,10 +260,16 @@ def run_netns_only(netns: str, argv: list[str], stdin: str | None = None,
                           timeout=timeout)
 
 
-def wait_signalled(pipe: ReadyPipe, rec: ProcessRecord, timeout: float) -> None:
-    """Wait for a process' "ready" on its ready pipe; an early exit fails at once, with its log."""
+def wait_signalled(pipe: ReadyPipe, rec: ProcessRecord, timeout: float,
+                   guard: Guard | None = None) -> None:
+    """Wait for a process' "ready" on its ready pipe; an early exit fails at once, with its log.
+
+    With a guard, a signal ends the wait at once (Interrupted)."""
     try:
-        pipe.wait(timeout)
+        if guard is not None:
+            pipe.wait(timeout, wake_fd=guard.fd, on_wake=guard.check)
+        else:
+            pipe.wait(timeout)
     except NotReady as e:
         if e.exited:
             raise KernelError(f"process {rec.name} (pid {rec.pid}) {e}; its log ({rec.log}) "
@@ -249,11 +301,13 @@ def listening(check: ReadyCheck) -> bool:
     return False
 
 
-def wait_ready(check: ReadyCheck, pid: int, log: str, timeout: float) -> None:
+def wait_ready(check: ReadyCheck, pid: int, log: str, timeout: float,
+               checkpoint: Callable[[], None] = lambda: None) -> None:
     """Poll for a listener: for foreign commands only, which cannot use the ready pipe."""
     deadline = time.monotonic() + timeout
     delay = 0.005
     while not listening(check):
+        checkpoint()
         if not processes.pid_alive(pid):
             raise KernelError(f"process {pid} exited before listening on {check.proto}/{check.port} "
                               f"in {check.netns}; its log ({log}) ends:\n{_tail(log)}")
@@ -275,10 +329,18 @@ def _tail(path: str, n: int = 15) -> str:
 def destroy(record: LabRecord) -> None:
     """Remove exactly what the record names: its processes, its namespaces, its state."""
     record.status = "destroying"
+    record.builder_pid = os.getpid()  # who works on it now: if this dies, the lab is crashed
     try:
         record.save()
     except OSError:
         pass
+    # The supervisor first, and wait for it: otherwise it would restart what is being stopped.
+    supervisor = [p.pid for p in record.processes if p.name == SUPERVISOR and processes.is_ours(p)]
+    if supervisor:
+        processes.stop(supervisor)
+        fresh = LabRecord.load(record.lab)  # its last word: pids it started since `up`
+        if fresh is not None:
+            record.processes = fresh.processes
     pids = {p.pid for p in record.processes if processes.is_ours(p)}
     # Anything else still living in a lab namespace (a `netlab exec` shell, a child the
     # lab's processes forked) holds that namespace open: it is the lab's too.

@@ -8,6 +8,9 @@ and a bad file is rejected before anything touches the kernel.
 Rollback is the promise of `up`: Ctrl-C, SIGTERM or any error during the build removes
 everything built so far (the record is a journal written before each object is made,
 so `destroy` knows what may exist), and only then does the error reach the caller.
+Signals are recorded, never raised from their handler (netlab.kernel.interrupts): they
+take effect between build steps, and a last check after the lab is marked ready means
+a signal at any moment before `up` returns leaves either nothing or everything removed.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from typing import Any, Iterator
 
 from netlab.errors import LabNotFound, NetlabError
 from netlab.kernel import netns as nsmod
+from netlab.kernel import interrupts
 from netlab.kernel.apply import Applier, Progress, destroy
 from netlab.kernel.ownership import LabRecord, all_labs
-from netlab.kernel.query import summarize
+from netlab.kernel.query import crashed, lab_state, summarize
 from netlab.model import Lab
 from netlab.plan import naming
 from netlab.plan.planner import PlanOptions, plan
@@ -58,26 +62,36 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 def up(lab: Lab, progress: Progress | None = None) -> UpResult:
-    """Plan and build `lab`; on any failure or interrupt remove what was built, then raise."""
+    """Plan and build `lab`; on any failure or interrupt remove what was built, then raise.
+
+    A SIGINT or SIGTERM raises `interrupts.Interrupted` (a KeyboardInterrupt) once the
+    rollback is done; if it came before anything was built, nothing is rolled back.
+    """
     require_root()
     if not naming.valid_lab_name(lab.name):
         # Names end up in netns and interface-adjacent names: the kernel's limits apply.
         raise NetlabError(f"{lab.name!r} is not a valid lab name: use a lowercase letter, "
                           "then up to 19 lowercase letters, digits or '-'")
-    started = time.perf_counter()
-    state = plan(lab, PlanOptions(python=sys.executable))  # pure: a bad model builds nothing
-    _refuse_clashes(lab.name, [n.name for n in state.netns])
-    record = LabRecord.new(lab.name, [_source(f) for f in lab.files])
-    record.summary = summarize(state)
-    record.save()
-    with sigterm_as_interrupt():
+    with interrupts.deferred() as guard:
+        started = time.perf_counter()
+        state = plan(lab, PlanOptions(python=sys.executable))  # pure: a bad model builds nothing
+        _refuse_clashes(lab.name, [n.name for n in state.netns])
+        guard.check()  # last moment at which nothing was built
+        record = LabRecord.new(lab.name, [_source(f) for f in lab.files])
+        record.summary = summarize(state)
         try:
-            Applier(record, progress or _quiet).apply(state)
-        except BaseException:
-            _roll_back(record)
+            record.save()
+            Applier(record, progress or _quiet, guard).apply(state)
+            record.status = "ready"
+            record.save()
+            guard.check()  # a signal up to here undoes the build; after it, `up` has returned
+        except BaseException as e:
+            destroy(record)  # signals stay recorded, so nothing interrupts the rollback
+            if guard.received is not None and not isinstance(e, interrupts.Interrupted):
+                # The signal also reached a helper (Ctrl-C goes to the whole process
+                # group, e.g. iptables-restore): report the interrupt, not its side effect.
+                raise interrupts.Interrupted(guard.received) from e
             raise
-    record.status = "ready"
-    record.save()
     return UpResult(lab.name, time.perf_counter() - started, record.summary)
 
 
@@ -95,16 +109,28 @@ def down(lab: str) -> float:
     return time.perf_counter() - started
 
 
-def clean(everything: bool = False) -> list[str]:
-    """Remove labs whose builder died mid-build (or all labs with `everything`)."""
+def clean(lab: str | None = None, everything: bool = False) -> list[str]:
+    """Remove crashed labs (a builder that died mid-build): `lab` only, when named.
+
+    `everything` also removes labs that are running fine. Naming a lab that did not
+    crash (and not `everything`) is refused: `down` is how a working lab is removed.
+    """
     require_root()
+    if lab is not None:
+        record = LabRecord.load(lab)
+        if record is None:
+            raise LabNotFound(f"no lab named {lab!r}; `netlab list` shows the labs on this machine")
+        if not (everything or crashed(record)):
+            raise NetlabError(f"lab {lab!r} has not crashed (it is {lab_state(record)}); "
+                              f"remove it with `netlab down {lab}`, or use `netlab clean --all {lab}`")
+        destroy(record)
+        return [lab]
     removed = []
     for name in all_labs():
         record = LabRecord.load(name)
         if record is None:
             continue
-        crashed = record.status != "ready" and not record.builder_pid_alive()
-        if everything or crashed:
+        if everything or crashed(record):
             destroy(record)
             removed.append(name)
     return removed
@@ -123,15 +149,6 @@ def _refuse_clashes(name: str, netns: list[str]) -> None:
     if clash:
         raise NetlabError(f"network namespace {clash[0]} exists but no lab {name!r} owns it; "
                           "netlab will not touch it. Remove it yourself or use another --name")
-
-
-def _roll_back(record: LabRecord) -> None:
-    """Destroy a half-built lab; a second Ctrl-C must not interrupt the cleanup itself."""
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        destroy(record)
-    finally:
-        signal.signal(signal.SIGINT, old)
 
 
 def _source(file: str) -> str:

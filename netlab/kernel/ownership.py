@@ -4,6 +4,11 @@ Written *before* each kernel object is made (a journal of intent), so a crash at
 point leaves a record naming everything that might exist. Teardown removes exactly
 what the record names and never sweeps by pattern (the lesson of Mininet's `mn -c`).
 /run is tmpfs: after a reboot both the record and the namespaces are gone together.
+
+Once the lab is up, its supervisor (kernel/supervisor.py) restarts processes that die
+and keeps what is true now in a file of its own, `supervisor.json` (it is that
+file's only writer, so no lock is needed). `LabRecord.load` lays it over the record:
+a restarted process is known by its new pid everywhere (status, logs, teardown).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from typing import Any, Literal
 from netlab.plan import naming
 
 Status = Literal["building", "ready", "failed", "destroying"]
+SUPERVISOR = "supervisor"  # the process name of a lab's supervisor in its record
+SUPERVISION_FILE = "supervisor.json"
 
 
 @dataclass
@@ -27,6 +34,38 @@ class ProcessRecord:
     starttime: int  # /proc/<pid>/stat field 22: guards against pid reuse
     netns: str
     log: str
+    restarts: int = 0  # by the supervisor, since `up`
+    state: str = "running"  # the supervisor's word: running | starting | down
+
+
+@dataclass
+class Supervised:
+    """One process as its supervisor last wrote it down."""
+
+    pid: int
+    starttime: int
+    restarts: int
+    state: str  # running | starting | down
+    since: float  # when it entered that state
+    last_exit: str | None = None  # "killed by SIGKILL", "exit code 1"
+    next_start: float | None = None  # while down: when the next start is due (back-off)
+
+
+def read_supervision(lab: str) -> dict[str, Supervised]:
+    """The supervisor's view, process name -> Supervised; empty when it has written none."""
+    try:
+        with open(os.path.join(naming.state_dir(lab), SUPERVISION_FILE)) as f:
+            raw = json.load(f)
+        return {name: Supervised(**p) for name, p in raw["processes"].items()}
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+        return {}
+
+
+def write_supervision(lab: str, procs: dict[str, Supervised]) -> None:
+    path = os.path.join(naming.state_dir(lab), SUPERVISION_FILE)
+    with open(path + ".tmp", "w") as f:
+        json.dump({"processes": {n: asdict(p) for n, p in procs.items()}}, f, indent=1)
+    os.replace(path + ".tmp", path)
 
 
 @dataclass
@@ -63,7 +102,16 @@ class LabRecord:
             # A torn record still marks ownership: rebuild what the names tell us.
             return cls(lab=lab, status="failed", builder_pid=0, created=0.0)
         d["processes"] = [ProcessRecord(**p) for p in d.get("processes", [])]
-        return cls(**d)
+        record = cls(**d)
+        record.overlay(read_supervision(lab))
+        return record
+
+    def overlay(self, supervised: dict[str, Supervised]) -> None:
+        """Take the supervisor's newer facts: current pid, restarts, state."""
+        for p in self.processes:
+            now = supervised.get(p.name)
+            if now is not None:
+                p.pid, p.starttime, p.restarts, p.state = now.pid, now.starttime, now.restarts, now.state
 
     @classmethod
     def new(cls, lab: str, files: list[str]) -> "LabRecord":

@@ -8,15 +8,21 @@ written under the host's /etc.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import time
-from typing import IO, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import IO, Any, Sequence
 
 from netlab.kernel import netns as nsmod
 from netlab.kernel.ownership import ProcessRecord, pid_alive, starttime
+from netlab.plan import naming
+from netlab.plan.state import ReadyCheck
 from netlab.readiness import ReadyPipe
+
+SPEC_FILE = "supervise.json"
 
 
 def _enter(netns_name: str, resolv_conf: str | None, uid: int, gid: int) -> None:
@@ -49,9 +55,17 @@ def spawn(name: str, netns_name: str, argv: Sequence[str], log_path: str,
     With `ready`, the process inherits the write end of that ready pipe (netlab's own
     processes say "ready" on it); the caller then waits with `ready.wait()`.
     """
+    proc = start(netns_name, argv, log_path, resolv_conf_path, env, uid, gid, ready)
+    return record(name, netns_name, proc.pid, log_path)
+
+
+def start(netns_name: str, argv: Sequence[str], log_path: str,
+          resolv_conf_path: str | None = None, env: dict[str, str] | None = None,
+          uid: int = 0, gid: int = 0, ready: ReadyPipe | None = None) -> subprocess.Popen[bytes]:
+    """`spawn`, returning the Popen: for a parent that stays to reap it (the supervisor)."""
     log: IO[bytes] = open(log_path, "ab", buffering=0)
     try:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, close_fds=True,
             env={**os.environ, **(env or {}), **(ready.env() if ready else {})},
@@ -61,8 +75,44 @@ def spawn(name: str, netns_name: str, argv: Sequence[str], log_path: str,
         log.close()
         if ready is not None:
             ready.started()
-    return ProcessRecord(name=name, pid=proc.pid, starttime=starttime(proc.pid), netns=netns_name,
-                         log=log_path)
+
+
+def record(name: str, netns_name: str, pid: int, log_path: str) -> ProcessRecord:
+    return ProcessRecord(name=name, pid=pid, starttime=starttime(pid), netns=netns_name, log=log_path)
+
+
+@dataclass(frozen=True)
+class RestartSpec:
+    """How to start one process again, exactly as `up` started it."""
+
+    name: str
+    netns: str
+    argv: tuple[str, ...]
+    log: str
+    resolv_conf: str | None = None  # path of the file bind-mounted over /etc/resolv.conf
+    env: dict[str, str] = field(default_factory=dict)
+    uid: int = 0
+    gid: int = 0
+    signals_ready: bool = False
+    ready: tuple[ReadyCheck, ...] = ()
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "RestartSpec":
+        return cls(**{**d, "argv": tuple(d["argv"]),
+                      "ready": tuple(ReadyCheck(**c) for c in d.get("ready", ()))})
+
+
+def write_specs(lab: str, specs: list[RestartSpec]) -> None:
+    """What the lab's supervisor reads to start a process again (kernel/supervisor.py)."""
+    path = os.path.join(naming.state_dir(lab), SPEC_FILE)
+    with open(path + ".tmp", "w") as f:
+        json.dump([asdict(s) for s in specs], f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def read_specs(lab: str) -> list[RestartSpec]:
+    with open(os.path.join(naming.state_dir(lab), SPEC_FILE)) as f:
+        return [RestartSpec.from_json(d) for d in json.load(f)]
 
 
 def run_in(netns_name: str, argv: Sequence[str], resolv_conf_path: str | None = None,

@@ -14,11 +14,11 @@ from typing import Any
 
 from netlab.errors import KernelError, LabNotFound, NetlabError
 from netlab.kernel import netns as nsmod
-from netlab.kernel.ownership import LabRecord, ProcessRecord, all_labs
+from netlab.kernel.ownership import SUPERVISOR, LabRecord, ProcessRecord, all_labs, read_supervision
 from netlab.kernel.processes import is_ours
 from netlab.plan.state import DesiredState
 
-__all__ = ["record_of", "only_lab", "list_labs", "summarize", "status", "find_pod",
+__all__ = ["record_of", "only_lab", "list_labs", "lab_state", "crashed", "summarize", "status", "find_pod",
            "pod_resolv_conf", "ensure_lab_netns", "netns_inodes", "log_files", "processes_named"]
 
 
@@ -42,19 +42,59 @@ def only_lab(lab: str | None) -> str:
 
 
 def list_labs() -> list[dict[str, Any]]:
-    """One row per lab; a lab whose builder died mid-build shows as crashed."""
+    """One row per lab, its state told exactly as `status` tells it (`lab_state`)."""
     rows = []
     for name in all_labs():
         record = LabRecord.load(name)
         if record is None:
             continue
-        state = record.status
-        if state == "building" and not record.builder_pid_alive():
-            state = "crashed (run `netlab clean`)"
-        rows.append({"name": name, "status": state, "created": record.created,
+        procs = process_states(record)
+        rows.append({"name": name, "status": lab_state(record, procs), "created": record.created,
                      "nodes": len(record.summary.get("nodes", [])),
-                     "pods": len(record.summary.get("pods", [])), "files": record.files})
+                     "pods": len(record.summary.get("pods", [])), "files": record.files,
+                     "restarts": sum(p["restarts"] for p in procs)})
     return rows
+
+
+def crashed(record: LabRecord) -> bool:
+    """Left half-made: not ready, and the `netlab up` (or `down`) working on it is gone."""
+    return record.status != "ready" and not record.builder_pid_alive()
+
+
+def lab_state(record: LabRecord, procs: list[dict[str, Any]] | None = None) -> str:
+    """The one answer to "how is this lab?", for `status` and `list` alike.
+
+    building | ready | degraded | crashed | destroying | failed. `degraded`: the lab was
+    built, but a process it runs is down now (dead, or restarting and not ready yet),
+    or its supervisor is gone so nothing would restart one.
+    """
+    if crashed(record):
+        return "crashed"
+    if record.status != "ready":
+        return record.status
+    procs = process_states(record) if procs is None else procs
+    if any(p["supervised"] and p["state"] != "running" for p in procs):
+        return "degraded"
+    return "ready"
+
+
+def process_states(record: LabRecord) -> list[dict[str, Any]]:
+    """Each recorded process now: alive, restarts, state; `supervised` if the supervisor
+    restarts it (the lab's own processes, and the supervisor itself).
+
+    The supervisor's file may lag a death by a moment: a process it calls running whose
+    pid is gone is down."""
+    supervised = read_supervision(record.lab)
+    out = []
+    for p in record.processes:
+        alive = is_ours(p)
+        mine = p.name in supervised or p.name == SUPERVISOR
+        state = p.state if mine else "running"
+        if not alive and state in ("running", "starting"):
+            state = "down" if mine else "exited"
+        out.append({"name": p.name, "pid": p.pid, "netns": p.netns, "log": p.log, "alive": alive,
+                    "restarts": p.restarts, "state": state, "supervised": mine})
+    return out
 
 
 def summarize(state: DesiredState) -> dict[str, Any]:
@@ -76,11 +116,11 @@ def summarize(state: DesiredState) -> dict[str, Any]:
 
 
 def status(record: LabRecord) -> dict[str, Any]:
-    """The summary plus what is true now: the lab's status and which processes still run."""
+    """The summary plus what is true now: the lab's state and each process' state and restarts."""
     out = dict(record.summary)
-    out["status"] = record.status
-    out["processes"] = [{"name": p.name, "pid": p.pid, "netns": p.netns, "log": p.log,
-                         "alive": is_ours(p)} for p in record.processes]
+    procs = process_states(record)
+    out["status"] = lab_state(record, procs)
+    out["processes"] = procs
     return out
 
 

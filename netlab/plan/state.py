@@ -129,6 +129,7 @@ class ProcessSpec:
     config: str | None = None  # JSON handed to the process through its state file
     uid: int = 0
     gid: int = 0
+    env: tuple[tuple[str, str], ...] = ()  # added to the environment (a container's `env:`)
 
 
 @dataclass(frozen=True)

@@ -147,13 +147,40 @@ def test_sigkill_during_up_then_clean_removes_everything(lab_name: str) -> None:
     proc.wait(10)
     try:
         assert netns_with_prefix(f"nl-{lab_name}-"), "the kill should have left namespaces behind"
-        assert "crashed" in run_cli("list").stdout
-        res = run_cli("clean")
-        assert lab_name in res.stderr
+        row = next(r for r in json.loads(run_cli("list", "--json", check=True).stdout) if r["name"] == lab_name)
+        assert row["status"] == "crashed"
+        assert status(lab_name)["status"] == "crashed", "list and status must tell the same state"
+        res = run_cli("clean", lab_name)
+        assert res.returncode == 0 and lab_name in res.stderr, res.stderr
         assert_nothing_left(lab_name, building)
     finally:
         if os.path.isdir(f"/run/netlab/{lab_name}"):
-            run_cli("clean")
+            run_cli("clean", lab_name)
+
+
+def test_clean_with_a_lab_name_touches_only_that_lab(lab_name: str, up_lab) -> None:
+    """Two crashed labs and a running one: `clean A` removes A alone."""
+    other = lab_name + "o"
+    running = up_lab(EXTRA / "no-processes.yaml", lab_name + "r")
+    procs = []
+    try:
+        for name in (lab_name, other):
+            proc, _ = _up_until_building(name)
+            proc.kill()
+            proc.wait(10)
+            procs.append(proc)
+        res = run_cli("clean", lab_name)
+        assert res.returncode == 0, res.stderr
+        assert_nothing_left(lab_name)
+        assert status(other)["status"] == "crashed", "the other crashed lab must be left alone"
+        assert status(running)["status"] == "ready"
+        refused = run_cli("clean", running)
+        assert refused.returncode == 2 and "has not crashed" in refused.stderr
+        assert status(running)["status"] == "ready"
+    finally:
+        for name in (lab_name, other):
+            if os.path.isdir(f"/run/netlab/{name}"):
+                run_cli("clean", name)
 
 
 def test_ctrl_c_during_up_rolls_back(lab_name: str) -> None:
