@@ -227,4 +227,4 @@ def _plan_apps(lab: Lab, state: DesiredState, options: PlanOptions) -> None:
                 # A declared containerPort is a promise to listen: `up` waits for a user's
                 # command to listen on it; a built-in image says ready once it listens.
                 ready=() if own else tuple(ReadyCheck(pod.netns, p) for p in ports),
-                signals_ready=own, resolv_conf=resolv))
+                signals_ready=own, resolv_conf=resolv, env=tuple(c.env.items())))
