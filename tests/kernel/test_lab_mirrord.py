@@ -11,6 +11,11 @@ from tests.conftest import run_cli
 
 LAB = "mirrord-ambient-steal"
 MARKER = "stolen-by-netlab-agent"
+# What each variant must show, in the lab's words (and whether that is good for the user).
+OUTCOMES = {"baseline": ("works", True), "mirrord-3.112-1.23": ("reproduced", False),
+            "mirrord-3.112-1.24": ("reproduced", False), "fix-3.113": ("fixed", True),
+            "fix-unprivileged": ("broken", False), "workaround-unlabel": ("works", True),
+            "workaround-mirror": ("works", True)}
 
 
 def _run(variant: str) -> dict:
@@ -19,9 +24,13 @@ def _run(variant: str) -> dict:
     (r,) = data["results"]
     assert res.returncode == (0 if r["ok"] else 1)
     assert r["ok"], json.dumps([v for v in r["verdicts"] if not v["held"]], indent=1) + str(r["error"])
+    word, good = OUTCOMES[variant]
+    assert r["expected"]["word"] == r["observed"]["word"] == word
+    assert r["observed"]["good"] is good and r["observed"]["as_expected"]
     # Every variant tears down its own instance.
     assert not os.path.isdir(f"/run/netlab/{r['instance']}")
     assert not any(n.startswith(f"nl-{r['instance']}-") for n in os.listdir("/run/netns"))
+    assert r["instance"].startswith("mas")  # named after the lab
     return r
 
 
@@ -57,6 +66,9 @@ def test_fix_3113_steals_with_route_localnet() -> None:
     assert ev["sysctl"]["net.ipv4.conf.all.route_localnet"] == "1"
     assert ev["sysctl_after_agent"]["net.ipv4.conf.all.route_localnet"] == "0"
     assert any(c["extra"]["reply"]["saddr"] == "127.0.0.1" for c in _ct_to_agent(ev))
+    # The agent holds the listener its SYN-ACK came from (the report's lanes rest on this).
+    assert {"port": ev["ports"]["agent"], "process": "steal-agent"}.items() <= next(
+        x for x in ev["listeners"] if x["port"] == ev["ports"]["agent"]).items()
 
 
 @pytest.mark.kernel
