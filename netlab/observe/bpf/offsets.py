@@ -9,6 +9,8 @@ cover are computed here too.
 
 from __future__ import annotations
 
+import functools
+
 from netlab.observe.bpf.btf import BTF_PATH, Btf
 
 # (macro, struct, member path) resolved through BTF.
@@ -43,7 +45,16 @@ DEV_BLOCK_MAX = 192
 def kernel_offsets(btf_path: str = BTF_PATH) -> dict[str, int]:
     """OFF_* macros from BTF, plus the 8-aligned spans of sk_buff that cover SKB_HOT
     (SKB_HOT_START/END) and SKB_BLOCK (SKB_BLK_START/END), each read in one go, and
-    DEV_BLK_START/END for DEV_BLOCK when it is small enough."""
+    DEV_BLK_START/END for DEV_BLOCK when it is small enough.
+
+    Read once per process and file: parsing the kernel's BTF costs about 0.15 s, and a
+    lab starts a tracer (which asks twice) for each of its variants on the same kernel.
+    """
+    return dict(_offsets(btf_path))
+
+
+@functools.lru_cache(maxsize=4)
+def _offsets(btf_path: str) -> dict[str, int]:
     btf = Btf(btf_path)
     offs = {macro: btf.offset(s, p) for macro, s, p in OFFSETS}
     for prefix, members in (("SKB_HOT", SKB_HOT), ("SKB_BLK", SKB_BLOCK)):
