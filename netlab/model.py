@@ -144,6 +144,15 @@ class Resource:
 
 
 @dataclass
+class PrometheusSpec:
+    """`spec.prometheus` of the Lab document: a real Prometheus in the lab, scraping every
+    proxy that exposes metrics (docs/prometheus.md). Off unless asked for."""
+
+    enabled: bool = False
+    scrape_interval: str = "1s"  # a Prometheus duration; short, so labs wait seconds, not minutes
+
+
+@dataclass
 class Lab:
     name: str
     nodes: list[Node]
@@ -157,6 +166,7 @@ class Lab:
     services: list[Service] = field(default_factory=list)
     resources: list[Resource] = field(default_factory=list)  # kept kinds
     files: list[str] = field(default_factory=list)
+    prometheus: PrometheusSpec = field(default_factory=PrometheusSpec)
 
     def namespace(self, name: str) -> Namespace | None:
         return next((n for n in self.namespaces if n.name == name), None)

@@ -21,6 +21,7 @@ from jsonschema.exceptions import ValidationError
 
 from netlab.errors import TopologyError
 from netlab.model import FABRIC_CIDR, IstioVersion, Node
+from netlab.model import PrometheusSpec
 from netlab.topology.documents import Document, index, join
 from netlab.topology.schema_errors import first_error, schema_error
 
@@ -49,6 +50,13 @@ class LabHeader:
     service_cidr: str
     nodes: list[Node]
     doc: Document
+
+    @property
+    def prometheus(self) -> PrometheusSpec:
+        """`spec.prometheus`, already checked by the schema when the header was parsed."""
+        raw = self.doc.data["spec"].get("prometheus") or {}
+        return PrometheusSpec(enabled=bool(raw.get("enabled", False)),
+                              scrape_interval=str(raw.get("scrapeInterval", "1s")))
 
 
 def parse_lab(doc: Document) -> LabHeader:

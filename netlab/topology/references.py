@@ -98,6 +98,7 @@ def build_lab(collected: Collected, files: list[str], name_override: str | None)
         namespaces=namespaces, service_accounts=accounts, deployments=[o for o, _ in deployments],
         services=[o for o, _ in collected.objects if isinstance(o, Service)],
         resources=[o for o, _ in collected.objects if isinstance(o, Resource)], files=list(files),
+        prometheus=header.prometheus,
     )
 
 
