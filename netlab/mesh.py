@@ -21,6 +21,11 @@ METRICS_PORT = 15020  # merged Prometheus metrics (ztunnel's in the node netns)
 HEALTH_PORT = 15021  # readiness
 DNS_PROXY_PORT = 15053  # the in-pod DNS proxy the capture rules redirect port 53 to
 ENVOY_STATS_PORT = 15090  # Envoy's own stats
+PROMETHEUS_PORT = 9090  # the Prometheus addon's web/API port (Istio's samples/addons Service)
+
+SIDECAR_PORTS = (ADMIN_PORT, OUTBOUND_PORT, INBOUND_PORT, HBONE_PORT, METRICS_PORT, HEALTH_PORT,
+                 ENVOY_STATS_PORT)
+"""The ports an injected sidecar opens in its pod (15008 only when it listens for HBONE)."""
 
 PROXY_PORTS = frozenset({ADMIN_PORT, OUTBOUND_PORT, INBOUND_PORT, HBONE_PORT, CA_PORT,
                          METRICS_PORT, HEALTH_PORT, DNS_PROXY_PORT, ENVOY_STATS_PORT})
@@ -56,6 +61,16 @@ SIDECAR_INJECT = "sidecar.istio.io/inject"  # per pod: "true"/"false"
 USE_WAYPOINT_LABEL = "istio.io/use-waypoint"
 BYPASS_INBOUND_ANNOTATION = "ambient.istio.io/bypass-inbound-capture"
 TUNNEL_LABEL = "networking.istio.io/tunnel"  # "http": the pod accepts HBONE itself
+# The ztunnel DaemonSet's pod label that Prometheus' pod-label relabelling turns into the
+# `app="ztunnel"` Kiali filters on (mesh-facts-2 §A4, §G6).
+ZTUNNEL_POD_LABELS = {"app": "ztunnel"}
+TLS_MODE_LABEL = "security.istio.io/tlsMode"  # "istio" on injected pods: endpoints get auto-mTLS
+# Sidecar injection annotations netlab honours (istio `manifests/.../injection-template.yaml`).
+INTERCEPTION_MODE_ANNOTATION = "sidecar.istio.io/interceptionMode"  # REDIRECT | TPROXY
+EXCLUDE_INBOUND_PORTS_ANNOTATION = "traffic.sidecar.istio.io/excludeInboundPorts"
+EXCLUDE_OUTBOUND_PORTS_ANNOTATION = "traffic.sidecar.istio.io/excludeOutboundPorts"
+INCLUDE_OUTBOUND_RANGES_ANNOTATION = "traffic.sidecar.istio.io/includeOutboundIPRanges"
+EXCLUDE_OUTBOUND_RANGES_ANNOTATION = "traffic.sidecar.istio.io/excludeOutboundIPRanges"
 
 # Waypoints (istio/istio@1.24.0 pilot/pkg/config/kube/gateway/deploymentcontroller.go,
 # files/waypoint.yaml; mesh-facts-2 §C1).

@@ -15,6 +15,7 @@ from typing import Any, Literal, Union
 from netlab import mesh
 
 IstioVersion = Literal["1.23", "1.24+"]
+IstioInstallProfile = Literal["ambient", "default"]  # istioctl/Helm profile the mesh was installed with
 
 # Built-in application images. Anything else needs a `command:`.
 BUILTIN_IMAGES = (
@@ -157,6 +158,7 @@ class Lab:
     name: str
     nodes: list[Node]
     istio_version: IstioVersion = "1.24+"
+    istio_profile: IstioInstallProfile = "ambient"
     trust_domain: str = mesh.DEFAULT_TRUST_DOMAIN
     pod_cidr: str = "10.244.0.0/16"
     service_cidr: str = "10.96.0.0/16"

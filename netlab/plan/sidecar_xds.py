@@ -37,7 +37,6 @@ from netlab.xds import (ALLOW_ANY, BLACKHOLE_CLUSTER, CLIENT_H2_ALPNS, CLIENT_TC
                         VirtualHost, inbound_cluster_name, outbound_cluster_name, outbound_sni,
                         port_listener_name, vhost_name, vip_listener_name)
 
-TLS_MODE_LABEL = "security.istio.io/tlsMode"
 WILDCARD = "0.0.0.0"
 MtlsMode = Literal["STRICT", "PERMISSIVE", "DISABLE"]
 
@@ -259,7 +258,7 @@ def endpoint_transport(view: MeshView, dest: Workload | None, port: int) -> tupl
     """
     if dest is None:
         return False, False, "plaintext"
-    tls_istio = dest.labels.get(TLS_MODE_LABEL) == "istio"
+    tls_istio = dest.labels.get(mesh.TLS_MODE_LABEL) == "istio"
     mtls = tls_istio and mtls_mode(view, dest, port) != "DISABLE"
     tunnel = view.send_hbone and dest.speaks_hbone
     send_tunnel = tunnel and not (mtls and not view.prefer_hbone)

@@ -20,7 +20,7 @@ import jsonschema
 from jsonschema.exceptions import ValidationError
 
 from netlab.errors import TopologyError
-from netlab.model import FABRIC_CIDR, IstioVersion, Node
+from netlab.model import FABRIC_CIDR, IstioInstallProfile, IstioVersion, Node
 from netlab.model import PrometheusSpec
 from netlab.topology.documents import Document, index, join
 from netlab.topology.schema_errors import first_error, schema_error
@@ -45,6 +45,7 @@ def _validator() -> jsonschema.Draft202012Validator:
 class LabHeader:
     name: str
     istio_version: IstioVersion
+    istio_profile: IstioInstallProfile
     trust_domain: str
     pod_cidr: str
     service_cidr: str
@@ -80,6 +81,7 @@ def parse_lab(doc: Document) -> LabHeader:
                         "and at least two /24s are needed",
                         "use a larger range, e.g. podCIDR: 10.244.0.0/16")
     return LabHeader(name=data["metadata"]["name"], istio_version=istio.get("version", "1.24+"),
+                     istio_profile=istio.get("profile", "ambient"),
                      trust_domain=istio.get("trustDomain", "cluster.local"), pod_cidr=str(pod_cidr),
                      service_cidr=str(service_cidr), nodes=nodes, doc=doc)
 

@@ -17,6 +17,8 @@ from netlab.model import (BYPASS_INBOUND_ANNOTATION, RESERVED_SERVICE_OFFSETS, D
 from netlab.topology.documents import Document, index, join
 from netlab.topology.fields import suggest
 from netlab.topology.header import LabHeader
+from netlab.topology.injection import check_deployment as check_injection
+from netlab.topology.injection import check_namespace as check_namespace_profile
 from netlab.topology.objects import DEFAULT_NAMESPACE
 from netlab.topology.placement import nodes_for
 
@@ -84,8 +86,11 @@ def build_lab(collected: Collected, files: list[str], name_override: str | None)
                             f"namespace {ns!r} is not declared{suggest(ns, ns_names)}",
                             f"add a document 'apiVersion: v1, kind: Namespace, metadata: {{name: {ns}}}', "
                             f"or use one of: {', '.join(ns_names)}")
+        if isinstance(obj, Namespace):
+            check_namespace_profile(obj, doc, header)
         if isinstance(obj, Deployment):
             _check_deployment(obj, doc, header, account_keys)
+            check_injection(obj, doc, header)
         elif isinstance(obj, Service):
             first = next(iter(obj.selector.items()))
             _check_service(obj, doc, service_net, cluster_ips, by_label.get((obj.namespace, *first), []))
@@ -94,6 +99,7 @@ def build_lab(collected: Collected, files: list[str], name_override: str | None)
 
     return Lab(
         name=name_override or header.name, nodes=header.nodes, istio_version=header.istio_version,
+        istio_profile=header.istio_profile,
         trust_domain=header.trust_domain, pod_cidr=header.pod_cidr, service_cidr=header.service_cidr,
         namespaces=namespaces, service_accounts=accounts, deployments=[o for o, _ in deployments],
         services=[o for o, _ in collected.objects if isinstance(o, Service)],
