@@ -23,7 +23,7 @@ from markdown_it import MarkdownIt  # rich's own Markdown parser
 from rich.table import Table
 from rich.text import Text as RichText
 
-from netlab.labs.framework import NOT_AS_EXPECTED, Lab, Observed, Outcome, VariantResult
+from netlab.labs.framework import Lab, Observed, Outcome, VariantResult
 from netlab.labs.sections import Section, Sequence as SequenceSection, Text
 from netlab.labs.svg import sequence_svg
 
@@ -227,7 +227,3 @@ def write(directory: str, lab: Lab, results: Sequence[VariantResult]) -> list[st
     with open(paths[2], "w") as f:
         json.dump(results_json(lab, results), f, indent=1)
     return paths
-
-
-__all__ = ["summary_table", "markdown", "html", "write", "results_json", "tone",
-           "NOT_AS_EXPECTED"]

@@ -67,3 +67,23 @@ def test_nat_hops_chain_from_a_service_vip_to_the_agent() -> None:
     syn = {"netns": "client", "saddr": "10.0.0.3", "sport": 7000, "daddr": "10.96.0.11",
            "dport": 9080}
     assert through_nat(syn, cts)[1] == ("pod", "10.0.1.2", 39080)
+
+
+def test_senders_name_processes_by_listener_opener_and_proxy_mark() -> None:
+    from netlab.observe.witness.sockets import Senders
+
+    cts = [_ct("pod", ("10.0.0.2", 5555, "10.0.1.2", 9080), ("127.0.0.1", 39080, "10.0.0.2", 5555))]
+    senders = Senders([{"netns": "pod", "port": 39080, "process": "agent"},
+                       {"netns": "pod", "port": 9080, "process": "app"}], cts,
+                      {"10.0.1.2": "pod"}, {"pod": "ztunnel/node-2"})
+    syn = {"netns": "pod", "saddr": "10.0.0.2", "sport": 5555, "daddr": "127.0.0.1",
+           "dport": 39080, "tcp_flags": "S", "mark": 0x539}
+    who = senders.attribute(syn)
+    assert (who.sender, who.receiver) == ("ztunnel/node-2", "agent")  # by mark, by listener
+    synack = {"netns": "pod", "saddr": "10.0.1.2", "sport": 9080, "daddr": "10.0.0.2",
+              "dport": 5555, "tcp_flags": "SA", "mark": 0x111}
+    who = senders.attribute(synack)
+    assert (who.sender, who.receiver) == ("agent", "ztunnel/node-2")  # not "app"
+    assert who.sent_by == ("pod", "127.0.0.1", 39080)
+    stranger = dict(syn, sport=6666, mark=0)
+    assert senders.attribute(stranger).sender is None  # for the lab to name

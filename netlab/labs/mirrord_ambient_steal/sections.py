@@ -12,11 +12,10 @@ from __future__ import annotations
 import json
 from typing import Any, Sequence
 
-from netlab import mesh
 from netlab.labs.framework import VariantResult
 from netlab.labs.sections import Section, Sequence as Diagram, Step, Text, collapse
 from netlab.observe.witness.match import describe
-from netlab.observe.witness.sockets import Endpoint, through_nat
+from netlab.observe.witness.sockets import Senders
 
 CLIENT, APP, AGENT = "client pod", "app :9080", "agent"
 LANES = (CLIENT, "ztunnel node-1", "ztunnel node-2", APP, AGENT)
@@ -24,107 +23,82 @@ DECIDING_RULE = "! -d 127.0.0.1/32 -o lo -j ACCEPT"
 FLAGS = {"S": "SYN", "SA": "SYN-ACK", "R": "RST", "RA": "RST", "FA": "FIN"}
 
 
-def _lane_of(process: str | None) -> str | None:
-    if not process:
-        return None
+def _lane(process: str | None, netns: str, ev: dict[str, Any]) -> str:
+    """A process name → its lane; a socket no lab process holds is the pod's own workload."""
+    if process is None:
+        return CLIENT if netns == ev["pods"]["client"]["netns"] else APP
     if process.startswith("ztunnel/"):
         return "ztunnel " + process.split("/", 1)[1]
-    if process == "steal-agent":
-        return AGENT
-    if process.startswith("app/shop/target"):
-        return APP
-    return process
+    return {"steal-agent": AGENT}.get(process, APP if process.startswith("app/shop/target")
+                                      else process)
 
 
-class _Lanes:
-    """Which lane a socket belongs to, from the kernel's view of this variant."""
-
-    def __init__(self, ev: dict[str, Any]) -> None:
-        self.listeners = {(x["netns"], x["port"]): _lane_of(x.get("process"))
-                          for x in ev.get("listeners", [])}
-        self.node_of = {p["netns"]: p["node"] for p in ev["pods"].values()}
-        self.netns_of = {p["ip"]: p["netns"] for p in ev["pods"].values()}
-        self.client_ns = ev["pods"]["client"]["netns"]
-        self.initiators: dict[tuple[str, int], str] = {}
-
-    def sender(self, e: dict[str, Any], end: Endpoint) -> str:
-        netns, addr, port = end
-        lane = self.listeners.get((netns, port)) or self.initiators.get((addr, port))
-        if lane is None:
-            proxy = (e.get("mark") or 0) & mesh.PROXY_MARK_MASK == mesh.PROXY_MARK
-            lane = (f"ztunnel {self.node_of.get(netns, '?')}" if proxy
-                    else CLIENT if netns == self.client_ns else APP)
-        if "S" in (e.get("tcp_flags") or "") and "A" not in e["tcp_flags"]:
-            self.initiators[(addr, port)] = lane  # who opened it: its replies go back there
-        return lane
-
-    def receiver(self, end: Endpoint) -> str:
-        netns, addr, port = end
-        netns = self.netns_of.get(addr, netns)  # a pod's address: that pod's sockets
-        return (self.listeners.get((netns, port)) or self.initiators.get((addr, port))
-                or ("?" if netns != self.client_ns else CLIENT))
+def _senders(ev: dict[str, Any]) -> Senders:
+    pods = ev["pods"].values()
+    return Senders(ev.get("listeners", []), ev.get("conntrack", []),
+                   {p["ip"]: p["netns"] for p in pods},
+                   {p["netns"]: f"ztunnel/{p['node']}" for p in pods})
 
 
-def _packet(e: dict[str, Any], cts: list[dict[str, Any]], lanes: _Lanes,
-            hbone: int) -> Step | None:
+def _packet(e: dict[str, Any], ev: dict[str, Any], senders: Senders) -> Step | None:
     flags = FLAGS.get(e.get("tcp_flags") or "")
     if flags is None:
         return None  # bare ACKs and data add rows, not insight
-    sent_by, meant_for = through_nat(e, cts)
-    src, dst = lanes.sender(e, sent_by), lanes.receiver(meant_for)
+    who = senders.attribute(e)
+    src, dst = _lane(who.sender, who.sent_by[0], ev), _lane(who.receiver, who.meant_for[0], ev)
     label = f"{flags} → {e['daddr']}:{e['dport']}"
-    original = next((c for c in cts if (c.get("extra") or {}).get("reply", {}).get("saddr")
-                     == e["daddr"] and c["extra"]["reply"].get("sport") == e["dport"]
-                     and (c["daddr"], c["dport"]) != (e["daddr"], e["dport"])
-                     and (c["saddr"], c["sport"]) == (e["saddr"], e["sport"])), None)
+    original = next((c for c in ev.get("conntrack", []) if _reply(c)[:2] == (e["daddr"], e["dport"])
+                     and (c["saddr"], c["sport"]) == (e["saddr"], e["sport"])
+                     and (c["daddr"], c["dport"]) != (e["daddr"], e["dport"])), None)
     if original is not None:
         label = f"{flags} for {original['daddr']}:{original['dport']}, REDIRECTed to " \
                 f"{e['daddr']}:{e['dport']}"
-    elif meant_for[1:] != (e["daddr"], e["dport"]):
-        label += f", to be NATed to {meant_for[1]}:{meant_for[2]}"
-    if sent_by[1:] != (e["saddr"], e["sport"]):
-        label = f"{flags} from {sent_by[1]}:{sent_by[2]} (leaves as {e['saddr']}:{e['sport']})"
-    if hbone in (e.get("dport"), e.get("sport")):
+    elif who.meant_for[1:] != (e["daddr"], e["dport"]):
+        label += f", to be NATed to {who.meant_for[1]}:{who.meant_for[2]}"
+    if who.sent_by[1:] != (e["saddr"], e["sport"]):
+        label = f"{flags} from {who.sent_by[1]}:{who.sent_by[2]} (leaves as {e['saddr']}:{e['sport']})"
+    if ev["ports"]["hbone"] in (e.get("dport"), e.get("sport")):
         label = "HBONE (mTLS) " + label
     return Step(src, dst, label)
 
 
-def _conntrack(e: dict[str, Any], lanes: _Lanes) -> Step | None:
-    reply = (e.get("extra") or {}).get("reply") or {}
-    if (reply.get("saddr"), reply.get("sport")) == (e.get("daddr"), e.get("dport")):
+def _reply(ct: dict[str, Any]) -> tuple[Any, Any]:
+    reply = (ct.get("extra") or {}).get("reply") or {}
+    return reply.get("saddr"), reply.get("sport")
+
+
+def _conntrack(e: dict[str, Any], ev: dict[str, Any], senders: Senders) -> Step | None:
+    addr, port = _reply(e)
+    if (addr, port) == (e.get("daddr"), e.get("dport")):
         return None  # not NATed: nothing to show beside the packets
-    lane = lanes.receiver((e["netns"], reply.get("saddr"), reply.get("sport")))
+    lane = _lane(senders.listening.get((e["netns"], port)), e["netns"], ev)
     return Step(lane, lane, f"conntrack: {e.get('saddr')}:{e.get('sport')} → {e.get('daddr')}:"
-                f"{e.get('dport')} answered by {reply.get('saddr')}:{reply.get('sport')}", "nat")
+                f"{e.get('dport')} answered by {addr}:{port}", "nat")
 
 
 def flow(ev: dict[str, Any]) -> list[Step]:
     """The variant's packets, NAT decisions and drops, each in the lane that did it."""
     pod_ns = {p["netns"] for p in ev["pods"].values()}
-    cts = list(ev.get("conntrack", []))
-    lanes = _Lanes(ev)
-    ports = ev["ports"]
-    steps: list[Step] = []
+    senders = _senders(ev)
+    steps: list[Step | None] = []
     for e in ev.get("events", []):
-        s: Step | None = None
         if e["source"] == "bpf" and e["kind"] == "tx" and e.get("netns") in pod_ns:
-            s = _packet(e, cts, lanes, ports["hbone"])  # each packet once, where it is sent
+            steps.append(_packet(e, ev, senders))  # each packet once, where it is sent
         elif e["source"] == "conntrack" and e["kind"] == "ct_new" and \
                 e.get("netns") == ev["pods"]["target"]["netns"]:
-            s = _conntrack(e, lanes)
-        elif e["kind"] == "drop" and e.get("dport") in ports.values():
-            lane = lanes.receiver((e.get("netns") or "", e.get("daddr"), e.get("dport")))
-            s = Step(lane, lane, f"✕ kfree_skb {e.get('reason')} "
-                     f"{(e.get('extra') or {}).get('location', '')}".strip(), "drop")
-        if s is not None:
-            steps.append(s)
+            steps.append(_conntrack(e, ev, senders))
+        elif e["kind"] == "drop" and e.get("dport") in ev["ports"].values():
+            lane = _lane(senders.listening.get((e.get("netns"), e.get("dport"))),
+                         e.get("netns") or "", ev)
+            steps.append(Step(lane, lane, f"✕ kfree_skb {e.get('reason')} "
+                              f"{(e.get('extra') or {}).get('location', '')}".strip(), "drop"))
     c = ev.get("counters", {})
     if c.get("TcpExtListenDrops", 0) > 0:
         steps.append(Step(AGENT, AGENT, f"✕ SYN dropped at the listener: ListenDrops "
                           f"+{c['TcpExtListenDrops']}, OutNoRoutes +{c.get('IpOutNoRoutes', 0)} "
                           "(no route for the SYN-ACK from 127.0.0.1)", "drop"))
     steps.append(Step(CLIENT, CLIENT, _result(ev.get("client", {})), "result"))
-    return collapse(steps)
+    return collapse([s for s in steps if s is not None])
 
 
 def _result(client: dict[str, Any]) -> str:

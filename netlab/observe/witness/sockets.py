@@ -17,6 +17,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Mapping
 
+from netlab import mesh
 from netlab.kernel import netns as nsmod
 
 TCP_LISTEN = "0A"
@@ -130,3 +131,50 @@ def through_nat(packet: Mapping[str, Any],
         reply = ct["extra"]["reply"]
         receiver = (ct.get("netns") or here, reply.get("saddr"), reply.get("sport"))
     return sender, receiver
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """Who sent a packet and who it is for: process names (None: not one the lab knows)
+    and the sockets behind them, seen through NAT."""
+
+    sender: str | None
+    receiver: str | None
+    sent_by: Endpoint
+    meant_for: Endpoint
+
+
+class Senders:
+    """Names the process behind each end of the packets of one trace, from the kernel.
+
+    - a socket bound to a listening port belongs to the listener's process;
+    - a socket that opened a connection (its SYN was seen) keeps the name it had then;
+    - a socket carrying the proxy mark (mesh.PROXY_MARK) belongs to the proxy serving
+      that netns (`proxies`), since only proxies set it;
+    - anything else is None, for the caller to name (the pod's own workload).
+
+    Feed packets in time order: a reply is attributed through the SYN that opened it.
+    """
+
+    def __init__(self, listeners: Iterable[Mapping[str, Any]],
+                 conntrack: Iterable[Mapping[str, Any]], addresses: Mapping[str, str],
+                 proxies: Mapping[str, str]) -> None:
+        self.listening = {(x["netns"], x["port"]): x.get("process") for x in listeners}
+        self.conntrack = list(conntrack)
+        self.addresses = dict(addresses)  # a pod's IP -> its netns: its sockets live there
+        self.proxies = dict(proxies)
+        self.opened: dict[tuple[str, int], str | None] = {}
+
+    def attribute(self, packet: Mapping[str, Any]) -> Attribution:
+        sent_by, meant_for = through_nat(packet, self.conntrack)
+        netns, addr, port = sent_by
+        sender = self.listening.get((netns, port)) or self.opened.get((addr, port))
+        if sender is None and (packet.get("mark") or 0) & mesh.PROXY_MARK_MASK == mesh.PROXY_MARK:
+            sender = self.proxies.get(netns)
+        flags = packet.get("tcp_flags") or ""
+        if "S" in flags and "A" not in flags:
+            self.opened[(addr, port)] = sender  # its replies go back to the same process
+        r_ns, r_addr, r_port = meant_for
+        r_ns = self.addresses.get(r_addr, r_ns)
+        receiver = self.listening.get((r_ns, r_port)) or self.opened.get((r_addr, r_port))
+        return Attribution(sender, receiver, sent_by, (r_ns, r_addr, r_port))
