@@ -22,6 +22,7 @@ HEALTH_PORT = 15021  # readiness
 DNS_PROXY_PORT = 15053  # the in-pod DNS proxy the capture rules redirect port 53 to
 ENVOY_STATS_PORT = 15090  # Envoy's own stats
 PROMETHEUS_PORT = 9090  # the Prometheus addon's web/API port (Istio's samples/addons Service)
+PROMETHEUS_PORT = 9090  # the Prometheus addon's web/API port (Istio's samples/addons Service)
 
 SIDECAR_PORTS = (ADMIN_PORT, OUTBOUND_PORT, INBOUND_PORT, HBONE_PORT, METRICS_PORT, HEALTH_PORT,
                  ENVOY_STATS_PORT)
@@ -61,6 +62,9 @@ SIDECAR_INJECT = "sidecar.istio.io/inject"  # per pod: "true"/"false"
 USE_WAYPOINT_LABEL = "istio.io/use-waypoint"
 BYPASS_INBOUND_ANNOTATION = "ambient.istio.io/bypass-inbound-capture"
 TUNNEL_LABEL = "networking.istio.io/tunnel"  # "http": the pod accepts HBONE itself
+# The ztunnel DaemonSet's pod label that Prometheus' pod-label relabelling turns into the
+# `app="ztunnel"` Kiali filters on (mesh-facts-2 §A4, §G6).
+ZTUNNEL_POD_LABELS = {"app": "ztunnel"}
 # The ztunnel DaemonSet's pod label that Prometheus' pod-label relabelling turns into the
 # `app="ztunnel"` Kiali filters on (mesh-facts-2 §A4, §G6).
 ZTUNNEL_POD_LABELS = {"app": "ztunnel"}

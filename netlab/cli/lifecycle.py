@@ -12,12 +12,15 @@ from rich.table import Table
 from netlab import topology
 from netlab.cli.render import err, fail, out, progress_bars
 from netlab.kernel import interrupts, lifecycle, query
+from netlab.plan.addons import prometheus as prometheus_addon
 
 
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option("--name", help="Lab name (default: the Lab document's metadata.name).")
-def up(files: tuple[str, ...], name: str | None) -> None:
+@click.option("--prometheus", is_flag=True,
+              help="Run a Prometheus in the lab, as `spec.prometheus.enabled: true` does (docs/prometheus.md).")
+def up(files: tuple[str, ...], name: str | None, prometheus: bool) -> None:
     """Build the lab described by FILES (multi-document Kubernetes-shaped YAML).
 
     SIGINT or SIGTERM at any moment, up to the exit itself, leaves nothing built and a
@@ -25,6 +28,8 @@ def up(files: tuple[str, ...], name: str | None) -> None:
     """
     with interrupts.deferred() as guard:
         lab = topology.load(list(files), name_override=name)  # a bad file builds nothing
+        if prometheus:
+            lab = prometheus_addon.enable(lab)
         guard.check()
         prog, update = progress_bars()
         with prog:

@@ -20,6 +20,7 @@ from netlab.model import (API_SERVER_OFFSET, CLUSTER_DNS_OFFSET, FABRIC_CIDR, RE
 from netlab.plan import naming
 from netlab.plan.cluster_dns import dns_records, resolv_conf
 from netlab.plan.kubeproxy import render_kube_proxy
+from netlab.plan.addons import plan_addons
 from netlab.plan.modes import PlanContext, expand_model, plan_modes
 from netlab.plan.options import PlanOptions
 from netlab.plan.profile import profile
@@ -47,7 +48,9 @@ def plan(lab: Lab, options: PlanOptions = PlanOptions()) -> DesiredState:
     if options.start_processes:
         _plan_apps(lab, state, options)
     # Ambient today; the sidecar and the waypoint register beside it.
-    plan_modes(PlanContext(lab, state, options, profile(lab.istio_version)))
+    ctx = PlanContext(lab, state, options, profile(lab.istio_version))
+    plan_modes(ctx)
+    plan_addons(ctx)  # after the modes: an addon reads what they planned (Prometheus: targets)
     return state
 
 

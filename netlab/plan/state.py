@@ -103,6 +103,24 @@ class IpsetSpec:
 
 
 @dataclass(frozen=True)
+class ScrapeTarget:
+    """A metrics endpoint a process serves, and the pod it stands for in Prometheus' eyes.
+
+    The Prometheus addon (netlab/plan/addons/prometheus.py) scrapes every process that
+    has one, with the relabelling of Istio's sample config: `labels` are the pod's labels
+    (so ztunnel's `app: ztunnel` becomes `app="ztunnel"` on its series, as in a cluster),
+    `namespace` and `pod` become the `namespace` and `pod` labels.
+    """
+
+    address: str  # "ip:port" reachable from the lab's fabric netns
+    namespace: str
+    pod: str
+    node: str
+    labels: tuple[tuple[str, str], ...] = ()
+    path: str = "/metrics"
+
+
+@dataclass(frozen=True)
 class ReadyCheck:
     """How to know a foreign process is serving: a TCP or UDP listener in a namespace.
 
@@ -130,6 +148,7 @@ class ProcessSpec:
     uid: int = 0
     gid: int = 0
     env: tuple[tuple[str, str], ...] = ()  # added to the environment (a container's `env:`)
+    scrape: ScrapeTarget | None = None  # its metrics endpoint, for the lab's Prometheus
 
 
 @dataclass(frozen=True)

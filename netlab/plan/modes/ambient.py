@@ -20,7 +20,7 @@ from netlab.plan import cluster_dns, naming
 from netlab.plan.istio_rules import (ambient_policy_routing, hostprobe_ipset,
                                      render_ambient_hostprobe, render_ambient_inpod)
 from netlab.plan.modes.base import MeshMode, PlanContext
-from netlab.plan.state import ProcessSpec, RulesetSpec
+from netlab.plan.state import ProcessSpec, RulesetSpec, ScrapeTarget
 from netlab.snapshot import (Bootstrap, CertAuthority, DnsProxy, Policy, ProxySnapshot,
                              Workload)
 
@@ -99,7 +99,10 @@ class AmbientMode(MeshMode):
             state.processes.append(ProcessSpec(
                 name=f"ztunnel/{node_name}", netns=node.netns,
                 argv=(python, "-m", "netlab.dataplane.ztunnel", "--config", "{config}"),
-                signals_ready=True, config=snap.to_json()))
+                signals_ready=True, config=snap.to_json(),
+                # As the ztunnel DaemonSet pod: Prometheus' pod-label mapping gives app="ztunnel".
+                scrape=ScrapeTarget(f"{node.ip}:{mesh.METRICS_PORT}", mesh.ROOT_NAMESPACE,
+                                    f"ztunnel-{node_name}", node_name, labels=tuple(mesh.ZTUNNEL_POD_LABELS.items()))))
 
 
 def ztunnel_snapshot(ctx: PlanContext, node: str, ca_dir: str, workdir: str) -> ProxySnapshot:
