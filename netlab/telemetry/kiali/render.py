@@ -97,17 +97,21 @@ def add_padlocks(svg: str) -> str:
     return re.sub(r'<g id="e_[0-9a-f]+" class="edge mtls">.*?</g>', one, svg, flags=re.S)
 
 
-def render_svg(graph: dict[str, Any], show_security: bool, title: str | None = None,
-               dot: str = "dot") -> str:
-    """The graph as SVG text, laid out by `dot`."""
+def dot_svg(source: str, dot: str = "dot") -> str:
+    """Any DOT text laid out by graphviz's `dot` as SVG (shared with the topology picture)."""
     binary = shutil.which(dot)
     if binary is None:
         raise RenderError("graphviz's dot is not installed: run scripts/setup.sh (Debian package graphviz)")
-    proc = subprocess.run([binary, "-Tsvg"], input=to_dot(graph, show_security, title),
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run([binary, "-Tsvg"], input=source, capture_output=True, text=True, timeout=30)
     if proc.returncode != 0:
         raise RenderError(f"dot failed ({proc.returncode}): {proc.stderr.strip()}")
-    return add_padlocks(proc.stdout)
+    return proc.stdout
+
+
+def render_svg(graph: dict[str, Any], show_security: bool, title: str | None = None,
+               dot: str = "dot") -> str:
+    """The graph as SVG text, laid out by `dot`."""
+    return add_padlocks(dot_svg(to_dot(graph, show_security, title), dot))
 
 
 def sparkline_svg(points: list[tuple[float, float]], width: int = 160, height: int = 32) -> str:

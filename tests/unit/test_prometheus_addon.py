@@ -1,0 +1,101 @@
+"""The Prometheus addon's plan: targets from the modes' process specs, Istio's relabelling, routes.
+
+The relabel rules are the `kubernetes-pods` job of istio/istio samples/addons/prometheus.yaml;
+`promtool check config` (Debian's) judges the generated file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from netlab import topology
+from netlab.model import PrometheusSpec
+from netlab.plan.addons import prometheus
+from netlab.plan.planner import PlanOptions, plan
+from netlab.telemetry.promclient import format_result, parse_duration, range_step
+from netlab.errors import NetlabError
+
+REPO = Path(__file__).resolve().parents[2]
+TOPO = REPO / "topologies" / "ambient-bookinfo.yaml"
+
+
+def _lab(enabled: bool = True, interval: str = "1s"):  # type: ignore[no-untyped-def]
+    return dataclasses.replace(topology.load([TOPO]), prometheus=PrometheusSpec(enabled, interval))
+
+
+def test_off_by_default_plans_nothing() -> None:
+    state = plan(topology.load([TOPO]))
+    assert not [p for p in state.processes if p.name == prometheus.NAME]
+    assert not [r for r in state.routes if r.netns.endswith("-fabric")]
+
+
+def test_enable_is_what_up_prometheus_does() -> None:
+    lab = prometheus.enable(topology.load([TOPO]))
+    assert lab.prometheus.enabled and lab.prometheus.scrape_interval == "1s"
+
+
+def test_every_ztunnel_is_a_target_labelled_as_its_pod() -> None:
+    state = plan(_lab())
+    zts = {p.name: p for p in state.processes if p.name.startswith("ztunnel/")}
+    targets = prometheus.targets(state)
+    nodes = {n.name: n.ip for n in state.nodes}
+    assert sorted(t.address for t in targets) == sorted(f"{nodes[n.split('/')[1]]}:15020" for n in zts)
+    meta = prometheus.meta_labels(targets[0])
+    assert meta["__meta_kubernetes_pod_label_app"] == "ztunnel"
+    assert meta["__meta_kubernetes_pod_annotation_prometheus_io_scrape"] == "true"
+    assert meta["__meta_kubernetes_namespace"] == "istio-system"
+
+
+def test_config_is_istios_kubernetes_pods_job() -> None:
+    state = plan(_lab(interval="2s"))
+    proc = next(p for p in state.processes if p.name == prometheus.NAME)
+    cfg = json.loads(proc.config or "")
+    assert cfg["global"]["scrape_interval"] == "2s"
+    (job,) = cfg["scrape_configs"]
+    assert job["job_name"] == "kubernetes-pods" and job["honor_labels"] is True
+    actions = [(r["action"], r.get("regex")) for r in job["relabel_configs"]]
+    assert ("labelmap", "__meta_kubernetes_pod_label_(.+)") in actions
+    assert proc.netns.endswith("-fabric") and proc.signals_ready
+    assert "--storage" in proc.argv and proc.argv[proc.argv.index("--storage") + 1].startswith("/run/netlab/")
+
+
+def test_fabric_routes_to_every_pod_range() -> None:
+    state = plan(_lab())
+    fabric = [r for r in state.routes if r.netns.endswith("-fabric")]
+    assert sorted((r.dst, r.via) for r in fabric) == sorted((n.pod_cidr, n.ip) for n in state.nodes)
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+def test_promtool_accepts_the_config(tmp_path: Path) -> None:
+    proc = next(p for p in plan(_lab()).processes if p.name == prometheus.NAME)
+    path = tmp_path / "prometheus.yml"
+    path.write_text(proc.config or "")
+    res = subprocess.run(["promtool", "check", "config", str(path)], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_no_processes_no_prometheus() -> None:
+    state = plan(_lab(), PlanOptions(start_processes=False))
+    assert not [p for p in state.processes if p.name == prometheus.NAME]
+
+
+@pytest.mark.parametrize("text,seconds", [("5m", 300), ("1h30m", 5400), ("500ms", 0.5), ("90", 90)])
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_bad_duration_is_one_error() -> None:
+    with pytest.raises(NetlabError, match="not a duration"):
+        parse_duration("5 minutes")
+
+
+def test_range_step_and_format() -> None:
+    assert range_step(300) == 1 and range_step(3600) == 14
+    lines = format_result([{"metric": {"__name__": "up", "job": "j"}, "value": [1, "1"]}])
+    assert lines == ['up{job="j"} 1']
