@@ -37,6 +37,7 @@ class Helper:
     record: ProcessRecord
     argv: list[str]
     gid: int = 0
+    forget: Callable[[ProcessRecord], None] = lambda rec: None  # drop it from the lab record
     stopped: bool = field(default=False, init=False)
 
     @property
@@ -51,6 +52,7 @@ class Helper:
         if not self.stopped:
             processes.stop([self.record.pid], grace=grace)
             self.stopped = True
+            self.forget(self.record)  # stopped on purpose: not a process that died
         return self.log()
 
     def log(self) -> str:
@@ -126,7 +128,11 @@ class Context:
                               query.pod_resolv_conf(self.record, p), gid=gid, ready=pipe)
         self.record.processes.append(rec)  # teardown and `netlab down` stop it too
         self.record.save()
-        helper = Helper(rec, list(argv), gid)
+        helper = Helper(rec, list(argv), gid, self._forget)
         self.helpers.append(helper)
         wait_signalled(pipe, rec, ready_timeout)
         return helper
+
+    def _forget(self, rec: ProcessRecord) -> None:
+        self.record.processes = [p for p in self.record.processes if p is not rec]
+        self.record.save()

@@ -7,31 +7,31 @@ a variant leaves traces a later one would read as its own (pooled HBONE connecti
 a hung connection still retransmitting, conntrack entries), and a verdict must rest on
 what *this* variant did.
 
-Teardown runs in `finally` with SIGINT and SIGTERM held off until it is done, so Ctrl-C
-or `kill` in the middle of a variant still removes everything that variant built, and
-then stops the run. `keep` leaves the instance up on purpose, for `netlab exec`.
+Signals are recorded, never raised from their handler (netlab.kernel.interrupts): a
+Ctrl-C or SIGTERM takes effect after the build (which rolls itself back), after the
+traffic, and after teardown, so teardown always runs to its end, and then the run
+stops with `Interrupted`. A variant is short (seconds), so waiting for its step to end
+costs little; a client the terminal's Ctrl-C reaches ends at once anyway. `keep` leaves
+the instance up on purpose, for `netlab exec`.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-import signal
 import time
 import traceback
-from contextlib import contextmanager
 from dataclasses import replace
-from types import FrameType
-from typing import Callable, Iterator
+from typing import Callable
 
 from netlab import model
 from netlab.errors import NetlabError
-from netlab.kernel import lifecycle
+from netlab.kernel import interrupts, lifecycle
 from netlab.kernel.ownership import LabRecord
 from netlab.labs.context import Context
 from netlab.labs.framework import Lab, VariantResult, evaluate
 
-__all__ = ["run", "run_variant", "teardown", "instance_name", "shielded", "VariantResult"]
+__all__ = ["run", "run_variant", "teardown", "instance_name", "VariantResult"]
 
 Progress = Callable[[str], None]
 _serial = itertools.count()
@@ -51,33 +51,12 @@ def instance_name(lab: str) -> str:
     return f"{prefix}{os.getpid() % 100000}n{next(_serial)}"
 
 
-@contextmanager
-def shielded() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM off for the body; if one came, raise KeyboardInterrupt after.
-
-    A second Ctrl-C must not interrupt the cleanup it asked for, and must not be lost:
-    the run stops once the cleanup is done.
-    """
-    caught: list[int] = []
-
-    def hold(signum: int, frame: FrameType | None) -> None:
-        caught.append(signum)
-
-    old = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-        if caught:
-            raise KeyboardInterrupt
-
-
 def teardown(name: str) -> None:
-    """Remove the instance if it exists, shielded from Ctrl-C and SIGTERM."""
-    with shielded():
+    """Remove the instance if it exists; a signal meanwhile is recorded, acted on after."""
+    with interrupts.deferred() as guard:
         if LabRecord.load(name) is not None:
             lifecycle.down(name)
+    guard.check()
 
 
 def run_variant(lab: Lab, variant_name: str, keep: bool = False, progress: Progress = _quiet,
@@ -95,15 +74,17 @@ def run_variant(lab: Lab, variant_name: str, keep: bool = False, progress: Progr
         timings[key] = round(now - since, 2)
         return now
 
-    with lifecycle.sigterm_as_interrupt():
+    with interrupts.deferred() as guard:
         try:
             progress(f"{variant.name}: building lab instance {name}")
             built = replace(lab.model(variant, base), name=name)
             t = time.perf_counter()
-            lifecycle.up(built)
+            lifecycle.up(built)  # rolls back and raises Interrupted on a signal
             t = lap("build", t)
+            guard.check()
             evidence = lab.traffic(Context(name, variant, progress))
             lap("traffic", t)
+            guard.check()
         except NetlabError as e:
             error = str(e)
         except KeyboardInterrupt:
@@ -114,8 +95,9 @@ def run_variant(lab: Lab, variant_name: str, keep: bool = False, progress: Progr
             if not keep:
                 progress(f"{variant.name}: tearing down {name}")
                 t = time.perf_counter()
-                teardown(name)
+                teardown(name)  # raises Interrupted here if a signal came at any point
                 lap("teardown", t)
+        guard.check()  # with --keep: still stop the run
     verdicts = evaluate(variant, evidence) if error is None else []
     return VariantResult(lab.name, variant.name, variant.summary, variant.outcome, name,
                          round(time.perf_counter() - started, 2), verdicts, evidence, error,

@@ -8,10 +8,12 @@ directory, no netns, no process, also when the traffic is interrupted.
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import replace
 
 import pytest
 
+from netlab.kernel import interrupts
 from netlab.kernel.ownership import ProcessRecord
 from netlab.kernel.processes import is_ours
 from netlab.labs import runner
@@ -23,16 +25,19 @@ from tests.labs.tiny import LAB
 class Spy:
     """Wraps the lab's traffic to note each instance and its processes, for the leak check."""
 
-    def __init__(self, interrupt: bool = False) -> None:
+    def __init__(self, interrupt: bool = False, signal_self: int | None = None) -> None:
         self.instances: list[str] = []
         self.processes: list[ProcessRecord] = []
         self.interrupt = interrupt
+        self.signal_self = signal_self
 
     def __call__(self, ctx: Context) -> Evidence:
         self.instances.append(ctx.instance)
         self.processes += ctx.record.processes
         if self.interrupt:
             raise KeyboardInterrupt
+        if self.signal_self is not None:
+            os.kill(os.getpid(), self.signal_self)  # as `kill` would, mid-traffic
         return LAB.traffic(ctx)
 
     def assert_nothing_left(self) -> None:
@@ -72,4 +77,13 @@ def test_ctrl_c_in_the_traffic_still_tears_down() -> None:
     spy = Spy(interrupt=True)
     with pytest.raises(KeyboardInterrupt):
         runner.run(replace(LAB, traffic=spy), ["works"])
+    spy.assert_nothing_left()
+
+
+@pytest.mark.kernel
+def test_sigterm_during_the_traffic_stops_the_run_after_teardown() -> None:
+    spy = Spy(signal_self=signal.SIGTERM)
+    with pytest.raises(interrupts.Interrupted):
+        runner.run(replace(LAB, traffic=spy))  # two variants: the run stops after the first
+    assert len(spy.instances) == 1
     spy.assert_nothing_left()
