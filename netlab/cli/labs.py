@@ -33,11 +33,13 @@ def list_(as_json: bool) -> None:
             {"name": v.name, "summary": v.summary, "outcome": v.outcome.to_dict()}
             for v in lb.variants]} for lb in labs]))
         return
-    t = Table("lab", "variant", "must show")
+    t = Table(caption="`netlab lab explain LAB` tells the story; --json adds the titles")
+    t.add_column("lab", no_wrap=True)  # whole names: scripts grep for them
+    t.add_column("variant", no_wrap=True)
+    t.add_column("must show", overflow="fold")
     for lb in labs:
         for i, v in enumerate(lb.variants):
-            t.add_row(f"{lb.name}\n{lb.title}" if i == 0 else "", v.name,
-                      report.outcome_text(v.outcome))
+            t.add_row(lb.name if i == 0 else "", v.name, report.outcome_text(v.outcome))
     out().print(t)
 
 
