@@ -38,7 +38,7 @@ from netlab.plan import naming
 from netlab.plan.modes.ambient import CA_IP  # the lab CA, which ambient mode plans
 from netlab.plan.modes.base import MeshMode, PlanContext
 from netlab.plan.profile import IstioProfile
-from netlab.plan.state import ProcessSpec
+from netlab.plan.state import ProcessSpec, RouteSpec
 from netlab.snapshot import (Bootstrap, CertAuthority, DnsProxy, HttpRoute, Policy, ProxySnapshot,
                              Workload)
 
@@ -272,8 +272,18 @@ class WaypointMode(MeshMode):
         return expand(lab, profile)
 
     def plan_kernel(self, ctx: PlanContext, pods: list[Workload]) -> None:
-        """No rules: a waypoint pod is not captured. What istiod adds is the attachment."""
+        """No rules: a waypoint pod is not captured. What istiod adds is the attachment.
+
+        One route per node's pod range in the fabric, so the lab CA (which listens on the
+        fabric bridge) can answer a proxy that runs inside a pod: ztunnel asks from its
+        node's address, a waypoint from its pod's (a real pod reaches istiod's Service).
+        """
         attach(ctx)
+        fabric = naming.fabric_netns(ctx.lab.name)
+        have = {(r.netns, r.dst) for r in ctx.state.routes}
+        for node in ctx.state.nodes:
+            if (fabric, node.pod_cidr) not in have:
+                ctx.state.routes.append(RouteSpec(fabric, node.pod_cidr, via=node.ip, dev=naming.FABRIC_BRIDGE))
 
     def plan_processes(self, ctx: PlanContext, pods: list[Workload]) -> None:
         statedir = naming.state_dir(ctx.lab.name)
