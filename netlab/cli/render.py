@@ -3,6 +3,10 @@
 Consoles are made on first use, not at import, so importing the command line does
 nothing; stderr carries messages and progress, stdout only results (tables, JSON), so
 `--json` output can be piped.
+
+Off a terminal (a pipe, a file, a CI log) nothing is wrapped: rich would otherwise cut
+every line at 80 columns, and a grep for an error's second half, or a table row,
+would miss. A terminal wraps long lines itself, so there rich keeps the window width.
 """
 
 from __future__ import annotations
@@ -15,14 +19,27 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 
+# Wide enough that no line a command prints is ever cut; tables take only the width
+# their cells need (rich tables do not expand unless asked).
+UNWRAPPED_WIDTH = 100_000
+
+
+def console(stderr: bool = False) -> Console:
+    """A console for stdout or stderr: the terminal's width on a TTY, no wrapping off one."""
+    c = Console(stderr=stderr)
+    if c.is_terminal:
+        return c
+    return Console(stderr=stderr, width=UNWRAPPED_WIDTH, soft_wrap=True)
+
+
 @cache
 def err() -> Console:
-    return Console(stderr=True)
+    return console(stderr=True)
 
 
 @cache
 def out() -> Console:
-    return Console()
+    return console()
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

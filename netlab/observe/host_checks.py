@@ -9,8 +9,11 @@ fixes it, in the same table.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from dataclasses import dataclass
+
+from netlab.observe.bpf.btf import BTF_PATH
 
 
 @dataclass(frozen=True)
@@ -39,18 +42,73 @@ def _bcc() -> HostCheck:
 
 
 def _kernel_headers() -> HostCheck:
-    build = f"/lib/modules/{os.uname().release}/build"
-    ok = os.path.isdir(os.path.join(build, "include"))
-    return HostCheck("kernel headers", ok, f"{build} -> {os.path.realpath(build)}" if ok
-                     else f"{build}/include missing: install linux-headers")
+    """Headers for bcc to compile trace.c with, and how much their version matters.
+
+    Rated on what netlab takes from them: bcc needs *some* headers to compile, but every
+    struct offset trace.c reads comes from the running kernel's BTF (bpf/offsets.py) and
+    the drop-reason names from tracefs (bpf/tracefs.py). So headers of another kernel
+    (Debian 6.1 on a 6.18 kernel) are fine when BTF is there, and the row says so.
+    """
+    release = os.uname().release
+    build = f"/lib/modules/{release}/build"
+    if not os.path.isdir(os.path.join(build, "include")):
+        return HostCheck("kernel headers", False, f"{build}/include missing: install linux-headers-{release} "
+                         "(or any linux-headers package and link it there; offsets come from BTF)")
+    found = headers_release(build)
+    where = f"{build} -> {os.path.realpath(build)}"
+    if found == release:
+        return HostCheck("kernel headers", True, f"{where}: headers {found}, same as the running kernel")
+    what = f"headers {found or 'of unknown version'} for kernel {release}"
+    if os.path.exists(BTF_PATH):
+        return HostCheck("kernel headers", True,
+                         f"{where}: {what}, a mismatch that is harmless here: bcc compiles with them, "
+                         f"but struct offsets come from the running kernel's BTF ({BTF_PATH}) and "
+                         "drop reasons from tracefs")
+    return HostCheck("kernel headers", False,
+                     f"{where}: {what}, and no {BTF_PATH} to take offsets from: "
+                     f"install linux-headers-{release} or boot a kernel with CONFIG_DEBUG_INFO_BTF")
+
+
+def headers_release(build: str) -> str | None:
+    """The kernel release the headers at `build` describe (UTS_RELEASE), or None."""
+    path = os.path.join(build, "include", "generated", "utsrelease.h")
+    try:
+        with open(path) as f:
+            m = re.search(r'UTS_RELEASE\s+"([^"]+)"', f.read())
+    except OSError:
+        return None
+    return m.group(1) if m else None
 
 
 def _tracefs() -> HostCheck:
+    """Mounted or not is read from the mount table, which any user may read: tracefs is
+    mode 0700, so a non-root user cannot look inside it and must not be told to mount it."""
     from netlab.observe.bpf.tracefs import TRACEFS, mounted
 
-    ok = mounted(TRACEFS)
-    return HostCheck("tracefs", ok, f"{TRACEFS} mounted" if ok
-                     else f"{TRACEFS} not mounted: mount -t tracefs nodev {TRACEFS}")
+    if mounted(TRACEFS):
+        return HostCheck("tracefs", True, f"{TRACEFS} mounted")
+    if not mount_listed(TRACEFS, "tracefs"):
+        fix = f"mount -t tracefs nodev {TRACEFS}"
+        return HostCheck("tracefs", False, f"{TRACEFS} not mounted: {fix}" if os.geteuid() == 0
+                         else f"{TRACEFS} not mounted: `sudo {fix}` (netlab trace mounts it itself when run as root)")
+    return HostCheck("tracefs", False, f"{TRACEFS} is mounted, but only root may read it "
+                     f"(euid {os.geteuid()}): run netlab with sudo")
+
+
+def mount_listed(path: str, fstype: str, mountinfo: str = "/proc/self/mountinfo") -> bool:
+    """`path` is a mount point of type `fstype` in this process's mount table."""
+    try:
+        with open(mountinfo) as f:
+            for line in f:
+                fields = line.split()
+                if " - " not in line or len(fields) < 5:
+                    continue
+                after = line.split(" - ", 1)[1].split()
+                if fields[4] == path and after and after[0] == fstype:
+                    return True
+    except OSError:
+        return False
+    return False
 
 
 def _iptables_backend() -> HostCheck:
