@@ -12,7 +12,7 @@ import asyncio
 import ctypes
 import logging
 import sys
-from typing import Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from netlab.snapshot import ProxySnapshot, SnapshotError
 
@@ -47,9 +47,13 @@ def tune_malloc() -> None:
         logging.getLogger("proxy").debug("mallopt unavailable; bulk throughput will be lower")
 
 
-def main(proxy: str, run: Callable[[ProxySnapshot], Awaitable[None]],
-         argv: Sequence[str] | None = None) -> None:
-    """Parse the shared arguments, set up logging and malloc, load the snapshot, run."""
+def main(proxy: str, run: Callable[[Any], Awaitable[None]],
+         argv: Sequence[str] | None = None, loader: Callable[[str], Any] | None = None) -> None:
+    """Parse the shared arguments, set up logging and malloc, load the snapshot, run.
+
+    `loader`: for proxies whose config is another snapshot class (the sidecar's
+    `netlab.xds.SidecarSnapshot`); by default a `ProxySnapshot` written for `proxy`.
+    """
     ap = argparse.ArgumentParser(prog=f"python -m netlab.dataplane.{proxy}")
     ap.add_argument("--config", required=True, help="the config snapshot the planner wrote")
     ap.add_argument("--log-level", default="INFO")
@@ -57,4 +61,8 @@ def main(proxy: str, run: Callable[[ProxySnapshot], Awaitable[None]],
     logging.basicConfig(level=a.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tune_malloc()
-    asyncio.run(run(load(a.config, proxy)))
+    try:
+        snap = loader(a.config) if loader is not None else load(a.config, proxy)
+    except (OSError, SnapshotError) as e:
+        sys.exit(f"{proxy}: cannot load {a.config}: {e}")
+    asyncio.run(run(snap))
