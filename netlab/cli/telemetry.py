@@ -93,6 +93,8 @@ def port_forward(lab: str, target: str, local_port: int | None) -> None:
 @click.option("--ambient", type=click.Choice(AMBIENT_TRAFFIC), default="total", show_default=True,
               help="Kiali's ambientTraffic option.")
 @click.option("--duration", default="10m", show_default=True, help="The graph's time window.")
+@click.option("--service-nodes/--no-service-nodes", default=True, show_default=True,
+              help="Kiali's Display → Service Nodes (injectServiceNodes).")
 @click.option("-o", "--output", "fmt", type=click.Choice(["json", "svg", "html"]), default="json",
               show_default=True)
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), help="Write to FILE instead of stdout.")
@@ -100,7 +102,7 @@ def port_forward(lab: str, target: str, local_port: int | None) -> None:
 @click.option("--metrics", is_flag=True, help="With --edge: the edge panel's TCP charts (range queries).")
 @click.option("--topology", is_flag=True, help="The lab as built (nodes, pods by mesh mode, services), not Kiali's view.")
 def graph(lab: str, version: str, namespaces: tuple[str, ...], security: bool, ambient: str, duration: str,
-          fmt: str, out_file: str | None, edge: tuple[str, str] | None, metrics: bool, topology: bool) -> None:
+          service_nodes: bool, fmt: str, out_file: str | None, edge: tuple[str, str] | None, metrics: bool, topology: bool) -> None:
     """Kiali's traffic graph of LAB from its Prometheus, as Kiali VERSION builds it."""
     from netlab.telemetry import lab_graph, topology_view
     from netlab.telemetry.promclient import Prometheus, parse_duration
@@ -114,7 +116,7 @@ def graph(lab: str, version: str, namespaces: tuple[str, ...], security: bool, a
     require_root()
     prom = Prometheus.of_lab(lab)
     lg = lab_graph.kiali_graph(prom, record, version, list(namespaces), security, ambient,
-                               int(parse_duration(duration)))
+                               int(parse_duration(duration)), service_nodes)
     charts = None
     if edge and metrics:
         charts = lab_graph.edge_charts(prom, lg, *edge)

@@ -51,7 +51,8 @@ class LabGraph:
 
 
 def kiali_graph(prom: Prometheus, record: LabRecord, version: str, wanted: list[str] | None = None,
-                security: bool = False, ambient: str = "total", duration: int = 600) -> LabGraph:
+                security: bool = False, ambient: str = "total", duration: int = 600,
+                service_nodes: bool = True) -> LabGraph:
     """Kiali `version`'s namespace graph of the lab, from the lab's Prometheus."""
     known = namespaces(record)
     chosen = list(wanted) if wanted else known
@@ -61,7 +62,7 @@ def kiali_graph(prom: Prometheus, record: LabRecord, version: str, wanted: list[
                           f"namespaces: {', '.join(known)}")
     try:
         opts = GraphOptions(show_security=security, ambient=ambient, duration=duration,
-                            waypoints=waypoints(record))
+                            inject_service_nodes=service_nodes, waypoints=waypoints(record))
     except ValueError as e:
         raise NetlabError(str(e)) from None
     log = QueryLog()
@@ -107,7 +108,8 @@ def edge_charts(prom: Prometheus, lg: LabGraph, src: str, dst: str,
                           query_time=time.time() if query_time is None else query_time,
                           duration=lg.options.duration)
     except NotImplementedError as err:
-        raise NetlabError(f"{src} -> {dst}: {err}") from None
+        raise NetlabError(f"{src} -> {dst}: {err}; graph without service nodes "
+                          "(--no-service-nodes) to chart the workload-to-workload edge") from None
 
 
 def charts_text(charts: list[PanelSeries]) -> list[str]:

@@ -3,8 +3,12 @@
 Prometheus is a foreign command: it cannot write netlab's ready pipe, and it listens on
 its port well before it can answer queries (the TSDB opens after the listener). So this
 small launcher runs it as a child in the same namespace and says ready only once
-`/-/ready` answers 200, the readiness probe of Istio's sample deployment. A missing
-binary is one plain line in the lab's log (which `up` shows) instead of a traceback.
+`/-/ready` answers 200 (the readiness probe of Istio's sample deployment) *and* every
+target of the config has been scraped once: Prometheus hands discovered targets to its
+scrapers in batches every 5 seconds, so a lab that sent traffic right after `up` would
+otherwise see its first connections already counted in the first sample, and Kiali's
+`rate(...) > 0` would never see them. A missing binary is one plain line in the lab's
+log (which `up` shows) instead of a traceback.
 
 It stays Prometheus' parent: SIGTERM or SIGINT is passed on and the launcher exits when
 Prometheus does, so the lab's teardown (which signals the whole process group) and its
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import os
 import signal
 import subprocess
@@ -26,15 +31,37 @@ from netlab import readiness
 READY_TIMEOUT = 60.0  # an empty TSDB opens in well under a second; this is for a loaded machine
 
 
-def _ready(port: int) -> bool:
+def _get(port: int, path: str) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
     try:
-        conn.request("GET", "/-/ready")
-        return conn.getresponse().status == 200
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
     except OSError:
-        return False
+        return 0, b""
     finally:
         conn.close()
+
+
+def _target_count(config_path: str) -> int:
+    with open(config_path) as f:
+        cfg = json.load(f)  # the addon writes JSON (a YAML subset)
+    return sum(len(sc.get("targets", [])) for job in cfg.get("scrape_configs", [])
+               for sc in job.get("static_configs", []))
+
+
+def _ready(port: int, targets: int) -> bool:
+    """/-/ready is 200 and `up` has a sample for every target."""
+    if _get(port, "/-/ready")[0] != 200:
+        return False
+    if targets == 0:
+        return True
+    status, body = _get(port, "/api/v1/query?query=count(up)")
+    try:
+        result = json.loads(body)["data"]["result"] if status == 200 else []
+    except (ValueError, KeyError):
+        return False
+    return bool(result) and int(float(result[0]["value"][1])) >= targets
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,21 +88,23 @@ def main(argv: list[str] | None = None) -> int:
                               f"--web.listen-address={args.listen}"],
                              stdin=subprocess.DEVNULL, stdout=sys.stdout, stderr=sys.stderr)
     port = int(args.listen.rsplit(":", 1)[1])
+    targets = _target_count(args.config)
     deadline = time.monotonic() + READY_TIMEOUT
     delay = 0.02
-    while not _ready(port):
+    while not _ready(port, targets):
         if child.poll() is not None:
             print(f"prometheus exited with {child.returncode} before it was ready", flush=True)
             return 1
         if stop["signal"] or time.monotonic() > deadline:
             if not stop["signal"]:
-                print(f"prometheus did not answer /-/ready within {READY_TIMEOUT:g}s", flush=True)
+                print(f"prometheus was not ready (/-/ready, then a first scrape of {targets} targets) "
+                      f"within {READY_TIMEOUT:g}s", flush=True)
             child.terminate()
             child.wait()
             return 1
         time.sleep(delay)  # polling a condition (/-/ready), with a deadline
         delay = min(delay * 2, 0.2)
-    print(f"prometheus ready on {args.listen} (pid {child.pid})", flush=True)
+    print(f"prometheus ready on {args.listen} (pid {child.pid}), {targets} targets scraped", flush=True)
     readiness.announce()
     while child.poll() is None:
         if stop["signal"]:
