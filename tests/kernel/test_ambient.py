@@ -30,7 +30,7 @@ from netlab.mesh import DNS_PROXY_PORT
 from netlab.plan import iptables_text as it
 from netlab.plan.istio_rules import render_ambient_inpod
 from netlab.plan.profile import profile
-from tests.conftest import REPO, run_cli, stop_process
+from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.kernel
 
@@ -219,74 +219,8 @@ def test_metrics_report_both_sides(lab: dict[str, Any]) -> None:
     assert '"direction":"inbound"' in logs and '"direction":"outbound"' in logs
 
 
-PROMETHEUS = Path("/usr/bin/prometheus")
-
-
-def _prometheus_query(netns: str, web: str, query: str) -> list[dict[str, Any]]:
-    res = subprocess.run(["nsenter", f"--net=/run/netns/{netns}", "curl", "-sS", "-m", "3", "-G",
-                          f"http://{web}/api/v1/query", "--data-urlencode", f"query={query}"],
-                         capture_output=True, text=True, timeout=15)
-    if res.returncode != 0:
-        return []
-    return json.loads(res.stdout)["data"]["result"]
-
-
-@pytest.mark.skipif(not PROMETHEUS.exists(), reason=f"{PROMETHEUS} absent: apt-get install prometheus")
-def test_real_prometheus_scrapes_every_ztunnel(lab: dict[str, Any], tmp_path: Path) -> None:
-    """Debian's Prometheus, in the fabric netns, scrapes 15020 on both nodes: one series per case.
-
-    The three cases of §8: HBONE (both reporters, mutual_tls), plaintext from an
-    out-of-mesh client (destination, unknown) and passthrough to an out-of-mesh server
-    (source, unknown).
-    """
-    p = lab["pods"]
-    echo(lab, "bookinfo/sleep-0", f"http://{p['bookinfo/ratings-0']['ip']}:9080/")
-    echo(lab, "outside/sleep-0", f"http://{p['bookinfo/ratings-0']['ip']}:9080/")
-    echo(lab, "bookinfo/sleep-0", f"http://{p['outside/echo-0']['ip']}:8080/")
-    fabric = f"nl-{lab['name']}-fabric"
-    targets = sorted(f"{n['ip']}:15020" for n in lab["nodes"].values())
-    web = "172.18.0.1:19090"  # the fabric bridge's address (the lab CA listens there too)
-    cfg = tmp_path / "prometheus.yml"
-    cfg.write_text("global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-                   "scrape_configs:\n  - job_name: ztunnel\n"
-                   f"    static_configs: [{{targets: {json.dumps(targets)}}}]\n")
-    proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{fabric}", str(PROMETHEUS), f"--config.file={cfg}",
-                             f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address={web}",
-                             "--log.level=warn"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
-            up = _prometheus_query(fabric, web, 'up{job="ztunnel"} == 1')
-            opened = _prometheus_query(fabric, web, "istio_tcp_connections_opened_total")
-            if len(up) == len(targets) and {r["metric"]["instance"] for r in opened} == set(targets):
-                break
-            assert time.monotonic() < deadline, f"prometheus never scraped both ztunnels: up={up}"
-            time.sleep(0.5)
-        series = [r["metric"] for r in opened]
-        assert all(m["app"] == "ztunnel" and m["request_protocol"] == "tcp" for m in series)
-
-        def one(**want: str) -> dict[str, str]:
-            hits = [m for m in series if all(m.get(k) == v for k, v in want.items())]
-            assert hits, f"no series with {want}; have {series}"
-            return hits[0]
-
-        td = "spiffe://cluster.local/ns/bookinfo/sa"
-        one(reporter="source", connection_security_policy="mutual_tls", source_workload="sleep",
-            destination_workload="ratings", source_principal=f"{td}/sleep",
-            destination_principal=f"{td}/bookinfo-ratings")
-        one(reporter="destination", connection_security_policy="mutual_tls", source_workload="sleep",
-            destination_service="ratings.bookinfo.svc.cluster.local", source_principal=f"{td}/sleep")
-        one(reporter="destination", connection_security_policy="unknown", source_workload_namespace="outside",
-            destination_workload="ratings", source_principal="unknown")
-        one(reporter="source", connection_security_policy="unknown", destination_workload="echo",
-            destination_workload_namespace="outside", destination_principal="unknown")
-        for metric in ("istio_tcp_connections_closed_total", "istio_tcp_sent_bytes_total",
-                       "istio_tcp_received_bytes_total"):
-            got = _prometheus_query(fabric, web, f'{metric}{{connection_security_policy="mutual_tls"}} > 0')
-            assert got, f"{metric}: no mutual_tls series above 0"
-    finally:
-        stop_process(proc, timeout=15)
+# The real Prometheus of a lab (spec.prometheus) and the series of the three cases of §8
+# are tests/kernel/test_prometheus.py's.
 
 
 def test_strict_refuses_plaintext_but_not_hbone(build_lab: Callable[..., str]) -> None:
