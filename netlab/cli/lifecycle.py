@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import Any
 
 import click
+from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from netlab import topology
@@ -35,8 +38,8 @@ def up(files: tuple[str, ...], name: str | None, prometheus: bool) -> None:
         with prog:
             result = lifecycle.up(lab, update)
         s = result.summary
-        err().print(f"lab [bold]{result.lab}[/] up in {result.seconds:.2f}s: {len(s['nodes'])} nodes, "
-                    f"{len(s['pods'])} pods, {len(s['services'])} services. "
+        err().print(f"lab [bold]{result.lab}[/] up in {result.seconds:.2f}s: {_count(len(s['nodes']), 'node')}, "
+                    f"{_count(len(s['pods']), 'pod')}, {_count(len(s['services']), 'service')}. "
                     f"Try `netlab status {result.lab}`; remove with `netlab down {result.lab}`.")
         sys.stdout.flush()
         sys.stderr.flush()
@@ -48,6 +51,10 @@ def up(files: tuple[str, ...], name: str | None, prometheus: bool) -> None:
             guard.check()
     # Exit now: interpreter teardown would be a window in which a signal is lost unseen.
     os._exit(0)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 @click.command()
@@ -89,38 +96,79 @@ def list_(as_json: bool) -> None:
 
 @click.command()
 @click.argument("lab", required=False)
+@click.option("-n", "--namespace", help="Only pods, services and policies of this namespace.")
+@click.option("-l", "--selector", help="Only pods, services and policies whose labels match, "
+              "in kubectl's syntax: app=ratings,version in (v1,v2),!canary")
+@click.option("-o", "--output", type=click.Choice(["wide"]), help="wide: more columns (netns, service account, "
+              "waypoint, images, labels, endpoints by pod, process logs).")
 @click.option("--json", "as_json", is_flag=True, help="The stable shape documented in docs/json.md.")
-def status(lab: str | None, as_json: bool) -> None:
-    """Nodes, pods (IP, node, netns) and services (VIPs) of LAB."""
+def status(lab: str | None, namespace: str | None, selector: str | None, output: str | None,
+           as_json: bool) -> None:
+    """Nodes; pods with their mesh mode and why; services; policies; processes with health."""
     record = query.record_of(query.only_lab(lab))
-    s = query.status(record)
+    s = query.status(record, namespace, selector)
     if as_json:
         out().print_json(json.dumps(s))
         return
-    o = out()
-    o.print(f"lab [bold]{record.lab}[/] ({s['status']}), DNS {s['dns']}")
-    t = Table("node", "fabric IP", "pod CIDR", "netns", title="nodes")
-    for n in s["nodes"]:
-        t.add_row(n["name"], n["ip"], n["podCIDR"], n["netns"])
-    o.print(t)
-    t = Table("pod", "IP", "node", "netns", title="pods")
-    for p in s["pods"]:
-        t.add_row(f"{p['namespace']}/{p['name']}", p["ip"], p["node"], p["netns"])
-    o.print(t)
-    t = Table("service", "cluster IP", "ports", "endpoints", title="services")
-    for svc in s["services"]:
-        ports = ", ".join(f"{p['name'] or ''}:{p['port']}/{p['protocol']}" for p in svc["ports"])
-        eps = ", ".join(sorted({f"{e['ip']}:{e['port']}" for p in svc["ports"] for e in p["endpoints"]}))
-        t.add_row(f"{svc['namespace']}/{svc['name']}", svc["clusterIP"], ports, eps or "(none)")
-    o.print(t)
-    t = Table("process", "pid", "state", "restarts", title="processes")
-    for p in s["processes"]:
-        t.add_row(p["name"], str(p["pid"]), p["state"], str(p["restarts"]))
-    o.print(t)
+    render_status(s, wide=output == "wide")
     for p in s["processes"]:
         if p["state"] != "running":
-            err().print(f"[yellow]warning:[/] process {p['name']} (pid {p['pid']}) is {p['state']}; "
-                        f"see {p['log']}")
+            why = f" ({p['lastExit']})" if p.get("lastExit") else ""
+            err().print(f"[yellow]warning:[/] process {p['name']} (pid {p['pid']}) is {p['state']}{why}; "
+                        f"see {p['log']}", highlight=False)
+
+
+MESH_STYLE = {"ambient": "green", "sidecar": "cyan", "waypoint": "magenta", "none": "dim"}
+STATE_STYLE = {"running": "green", "starting": "yellow", "down": "bold red", "exited": "red"}
+
+
+def render_status(s: dict[str, Any], wide: bool = False, o: Console | None = None) -> None:
+    """The tables of `netlab status`, from the `status --json` shape."""
+    o = o or out()
+    o.print(f"lab [bold]{escape(s['lab'])}[/] ({s['status']}), DNS {s['dns']}", highlight=False)
+    t = Table("node", "fabric IP", "pod CIDR", *(["netns"] if wide else []), title="nodes")
+    for n in s["nodes"]:
+        t.add_row(n["name"], n["ip"], n["podCIDR"], *([n["netns"]] if wide else []))
+    o.print(t)
+    cols = ["pod", "ready", "restarts", "IP", "node", "mesh", "why"]
+    if wide:
+        cols += ["service account", "waypoint", "netns", "images", "labels"]
+    t = Table(*cols, title="pods")
+    for p in s["pods"]:
+        mesh = p.get("mesh") or {"mode": p.get("mode") or "none", "reason": ""}
+        row = [f"{p['namespace']}/{p['name']}", p.get("ready", ""), str(p.get("restarts", "")), p["ip"],
+               p["node"], f"[{MESH_STYLE.get(mesh['mode'], '')}]{mesh['mode']}[/]", escape(mesh["reason"])]
+        if wide:
+            row += [p["serviceAccount"], p.get("waypoint") or "", p["netns"], ", ".join(p["images"]),
+                    escape(",".join(f"{k}={v}" for k, v in sorted(p["labels"].items())))]
+        t.add_row(*row)
+    o.print(t)
+    t = Table("service", "cluster IP", "ports", "endpoints", *(["waypoint", "FQDN"] if wide else []),
+              title="services")
+    for svc in s["services"]:
+        ports = ", ".join(f"{p['name'] or ''}:{p['port']}/{p['protocol']}" for p in svc["ports"])
+        if wide:
+            eps = ", ".join(sorted({f"{e['pod']} {e['ip']}:{e['port']}" for p in svc["ports"]
+                                    for e in p["endpoints"]}))
+        else:
+            eps = ", ".join(sorted({f"{e['ip']}:{e['port']}" for p in svc["ports"] for e in p["endpoints"]}))
+        t.add_row(f"{svc['namespace']}/{svc['name']}", svc["clusterIP"], ports, eps or "(none)",
+                  *([svc.get("waypoint") or "", svc["fqdn"]] if wide else []))
+    o.print(t)
+    if s.get("policies"):
+        t = Table("namespace", "policy", "kind", "what", title="policies")
+        for pol in sorted(s["policies"], key=lambda p: (p["namespace"], p["kind"], p["name"])):
+            t.add_row(pol["namespace"], pol["name"], pol["kind"], escape(pol["summary"]))
+        o.print(t)
+    else:
+        o.print("policies: none (every meshed pod is PERMISSIVE and allows all)", highlight=False)
+    cols = ["process", "state", "restarts", "last exit", "pid"] + (["netns", "log"] if wide else [])
+    t = Table(*cols, title="processes")
+    for p in s["processes"]:
+        state = f"[{STATE_STYLE.get(p['state'], '')}]{p['state']}[/]"
+        t.add_row(p["name"], state, str(p["restarts"]), p.get("lastExit") or "", str(p["pid"]),
+                  *([p["netns"], p["log"]] if wide else []))
+    o.print(t)
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

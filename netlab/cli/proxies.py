@@ -21,7 +21,7 @@ from netlab.kernel.lifecycle import require_root
 @click.argument("component", required=False)
 @click.option("--follow", "-f", is_flag=True, help="keep printing new lines")
 def logs(lab: str, component: str | None, follow: bool) -> None:
-    """Print a lab's process logs: `ztunnel` (all nodes), `ztunnel/NODE`, or any process."""
+    """Print a lab's process logs: `ztunnel` (all nodes), `ztunnel/NODE`, any process, or a pod (ns/name: its processes)."""
     paths = query.log_files(query.record_of(lab), component)
     several = len(paths) > 1
     if follow:

@@ -78,7 +78,7 @@ def up(lab: Lab, progress: Progress | None = None) -> UpResult:
         _refuse_clashes(lab.name, [n.name for n in state.netns])
         guard.check()  # last moment at which nothing was built
         record = LabRecord.new(lab.name, [_source(f) for f in lab.files])
-        record.summary = summarize(state)
+        record.summary = summarize(state, lab)
         try:
             record.save()
             Applier(record, progress or _quiet, guard).apply(state)

@@ -16,9 +16,12 @@ from netlab.errors import KernelError, LabNotFound, NetlabError
 from netlab.kernel import netns as nsmod
 from netlab.kernel.ownership import SUPERVISOR, LabRecord, ProcessRecord, all_labs, read_supervision
 from netlab.kernel.processes import is_ours
+from netlab.model import Lab
+from netlab.plan.describe import NONE, membership, policies
 from netlab.plan.state import DesiredState
+from netlab.topology import selector as label_selector
 
-__all__ = ["record_of", "only_lab", "list_labs", "lab_state", "crashed", "summarize", "status", "find_pod",
+__all__ = ["record_of", "only_lab", "list_labs", "lab_state", "crashed", "summarize", "status", "filtered", "find_pod",
            "pod_resolv_conf", "ensure_lab_netns", "netns_inodes", "log_files", "processes_named"]
 
 
@@ -92,14 +95,21 @@ def process_states(record: LabRecord) -> list[dict[str, Any]]:
         state = p.state if mine else "running"
         if not alive and state in ("running", "starting"):
             state = "down" if mine else "exited"
+        last = supervised[p.name].last_exit if p.name in supervised else None
         out.append({"name": p.name, "pid": p.pid, "netns": p.netns, "log": p.log, "alive": alive,
-                    "restarts": p.restarts, "state": state, "supervised": mine})
+                    "restarts": p.restarts, "state": state, "supervised": mine, "lastExit": last})
     return out
 
 
-def summarize(state: DesiredState) -> dict[str, Any]:
-    """The stable `status --json` shape (docs/json.md), stored in the record at `up`."""
-    return {
+def summarize(state: DesiredState, lab: Lab | None = None) -> dict[str, Any]:
+    """The stable `status --json` shape (docs/json.md), stored in the record at `up`.
+
+    With the model (`lab`), each pod's mesh membership is told with its reason and the
+    lab's policies are listed (netlab.plan.describe); a lab is fixed once up, so these
+    words are written once, here, and read by every `status`."""
+    members = {p.key: membership(lab, p) if lab is not None else (p.mode or NONE, "") for p in state.pods}
+    svc_labels = {(s.namespace, s.name): dict(s.labels) for s in lab.services} if lab is not None else {}
+    summary = {
         "lab": state.lab,
         "dns": state.dns_ip,
         "nodes": [{"name": n.name, "netns": n.netns, "ip": n.ip, "podCIDR": n.pod_cidr}
@@ -107,21 +117,52 @@ def summarize(state: DesiredState) -> dict[str, Any]:
         "pods": [{"namespace": p.namespace, "name": p.name, "deployment": p.deployment,
                   "node": p.node, "ip": p.ip, "netns": p.netns, "serviceAccount": p.service_account,
                   "labels": p.labels, "images": list(p.images),
-                  "mode": p.mode} for p in state.pods],
+                  "mode": p.mode,
+                  "mesh": {"mode": members[p.key][0], "reason": members[p.key][1]},
+                  "waypoint": p.waypoint} for p in state.pods],
         "services": [{"namespace": s.namespace, "name": s.name, "clusterIP": s.vip, "fqdn": s.fqdn,
                       "ports": [{"name": p.name, "port": p.port, "protocol": p.protocol,
                                  "appProtocol": p.app_protocol,
-                                 "endpoints": [asdict(e) for e in p.endpoints]} for p in s.ports]}
+                                 "endpoints": [asdict(e) for e in p.endpoints]} for p in s.ports],
+                      "labels": svc_labels.get((s.namespace, s.name), {}), "waypoint": s.waypoint}
                      for s in state.services],
+        "policies": policies(lab) if lab is not None else [],
     }
+    return summary
 
 
-def status(record: LabRecord) -> dict[str, Any]:
-    """The summary plus what is true now: the lab's state and each process' state and restarts."""
+def status(record: LabRecord, namespace: str | None = None, selector: str | None = None) -> dict[str, Any]:
+    """The summary plus what is true now: the lab's state and each process' state and restarts.
+
+    Each pod also gets `ready` ("1/1": its processes running of all it has; a process is
+    the pod's when it runs in the pod's netns) and `restarts`. `namespace` (-n) keeps the
+    pods, services and policies of one namespace; `selector` (-l, kubectl's syntax) the
+    pods, services and policies whose own labels match, as `kubectl get -l` does. Nodes and
+    processes are lab-wide and always kept."""
     out = dict(record.summary)
     procs = process_states(record)
     out["status"] = lab_state(record, procs)
     out["processes"] = procs
+    by_netns: dict[str, list[dict[str, Any]]] = {}
+    for p in procs:
+        by_netns.setdefault(p["netns"], []).append(p)
+    pods = []
+    for pod in out.get("pods", []):
+        mine = by_netns.get(pod["netns"], [])
+        pods.append({**pod, "ready": f"{sum(p['state'] == 'running' for p in mine)}/{len(mine)}",
+                     "restarts": sum(p["restarts"] for p in mine)})
+    out["pods"] = pods
+    return filtered(out, namespace, selector)
+
+
+def filtered(status: dict[str, Any], namespace: str | None = None, selector: str | None = None) -> dict[str, Any]:
+    """`status` with only the pods, services and policies in `namespace` whose labels match `selector`."""
+    match = label_selector.parse(selector).matches if selector else (lambda labels: True)
+    out = dict(status)
+    for key in ("pods", "services", "policies"):
+        out[key] = [o for o in status.get(key, [])
+                    if (namespace is None or o["namespace"] == namespace)
+                    and match(o.get("labels") or {})]
     return out
 
 
@@ -131,17 +172,18 @@ def find_pod(record: LabRecord, ref: str) -> dict[str, Any]:
     if "/" in ref:
         ns, name = ref.split("/", 1)
         hits = [p for p in pods if p["namespace"] == ns and name in (p["name"], p["deployment"])]
-        if len(hits) > 1:
-            hits = [p for p in hits if p["name"] == name]
+        if len(hits) > 1:  # a pod named like another's deployment: the exact name wins
+            hits = [p for p in hits if p["name"] == name] or hits
     else:
         hits = [p for p in pods if p["name"] == ref] or [p for p in pods if p["deployment"] == ref]
     if len(hits) == 1:
         return hits[0]
     names = ", ".join(f"{p['namespace']}/{p['name']}" for p in pods[:12]) or "none"
     if not hits:
-        raise NetlabError(f"no pod {ref!r} in lab {record.lab}; pods: {names}")
-    raise NetlabError(f"{ref!r} matches several pods in lab {record.lab} "
-                      f"({', '.join(p['namespace'] + '/' + p['name'] for p in hits)}); use ns/name")
+        raise NetlabError(f"no pod {ref!r} in lab {record.lab}; pods: {names}"
+                          + (", ..." if len(pods) > 12 else ""))
+    raise NetlabError(f"{ref!r} is {len(hits)} pods in lab {record.lab}; pick one of: "
+                      f"{', '.join(p['namespace'] + '/' + p['name'] for p in hits)}")
 
 
 def pod_resolv_conf(record: LabRecord, pod: dict[str, Any]) -> str:
@@ -177,10 +219,24 @@ def log_files(record: LabRecord, component: str | None = None) -> list[str]:
     if component:
         prefix = component.rstrip("/") + "/"
         chosen = [p for p in chosen if p.name == component or p.name.startswith(prefix)]
+        if not chosen and _names_a_pod(record, component):
+            pod = find_pod(record, component)  # a pod, named as `exec` names it: its processes
+            chosen = [p for p in record.processes if p.netns == pod["netns"]]
+            if not chosen:
+                raise NetlabError(f"pod {pod['namespace']}/{pod['name']} runs no process "
+                                  f"(an idle pod, e.g. netlab/sleep, has none); nothing to log")
     if not chosen:
-        raise NetlabError(f"no process {component!r} in lab {record.lab}; "
-                          f"try one of: {', '.join(p.name for p in record.processes)}")
+        raise NetlabError(f"no process or pod {component!r} in lab {record.lab}; "
+                          f"try a process ({', '.join(p.name for p in record.processes)}) "
+                          "or a pod as `netlab status` names it (ns/name)")
     return [p.log for p in chosen]
+
+
+def _names_a_pod(record: LabRecord, ref: str) -> bool:
+    """`ref` is some pod's ns/name, name or deployment (possibly of several replicas)."""
+    ns, _, name = ref.rpartition("/")
+    return any((not ns or p["namespace"] == ns) and name in (p["name"], p["deployment"])
+               for p in record.summary.get("pods", []))
 
 
 def processes_named(record: LabRecord, prefix: str) -> list[ProcessRecord]:
