@@ -35,6 +35,8 @@ from netlab.dataplane.waypoint.upstream import local_pair
 from netlab.snapshot import ProxySnapshot, Workload
 
 log = logging.getLogger("waypoint")
+WARM_TIMEOUT = 20.0  # seconds to get the first certificate before giving up
+CERT_RETRY = 0.2
 SNIFF_TIMEOUT = 15.0  # Envoy's listener-filter timeout; then the connection is TCP
 H2C = "h2c"
 
@@ -77,6 +79,7 @@ class Waypoint:
 
     async def start(self) -> "Waypoint":
         try:
+            await self._warm()
             await self.server.start(_listen(mesh.HBONE_PORT))
             self._ready = await serve_readiness(mesh.HEALTH_PORT)
             self._metrics = [serve_metrics(p, self.registry)
@@ -85,6 +88,26 @@ class Waypoint:
             await self.close()
             raise
         return self
+
+    async def _warm(self) -> None:
+        """Ready only with a certificate, as Envoy's listeners warm only once SDS has it.
+
+        The lab CA starts beside the waypoint, so the first fetches may be refused; each
+        retry is the certificate manager's own (it refetches a failed identity after its
+        retry interval), and this waits for the outcome of each, up to WARM_TIMEOUT.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WARM_TIMEOUT
+        ns, sa = self.me.namespace, self.me.service_account
+        while True:
+            try:
+                await self.certs.get(ns, sa)
+                return
+            except Exception as e:  # noqa: BLE001 - refused, timed out, not yet authorised
+                if loop.time() >= deadline:
+                    raise SystemExit(f"waypoint: no certificate for {self.env.identity} from the CA "
+                                     f"{self.cfg.ca.url} within {WARM_TIMEOUT:.0f}s: {e}") from e
+                await asyncio.sleep(CERT_RETRY)  # the pace of CertManager's own retries
 
     def announce(self) -> None:
         attached = sorted(s.fqdn for s in self.cfg.services if s.waypoint == self.cfg.waypoint)
