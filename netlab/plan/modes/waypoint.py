@@ -49,7 +49,8 @@ STATUS_PORT = mesh.HEALTH_PORT  # the waypoint Service's `status-port`
 PROXY_IMAGE = "istio/proxyv2"  # only a label: the planner starts no app for it
 WHY_NOT_123 = ("netlab models the waypoint path from Istio 1.24 sources (ztunnel 1.24's "
                "`forwarded: host=` picks the destination ztunnel's destination_service, and the "
-               "telemetry of mesh-facts-2 §C3 was read at 1.24); a 1.23 waypoint is not modelled")
+               "waypoint telemetry was read in istio/proxy 1.24); a 1.23 waypoint is not modelled "
+               "(docs/waypoint.md)")
 
 
 @dataclass(frozen=True)
