@@ -1,49 +1,220 @@
-"""`netlab bench topology`: time up and down of N nodes and P pods, beside Mininet.
+"""`netlab bench topology`: time up and down of a meshed lab, beside Mininet and the netlink floor.
 
-Both are measured in the same run on the same machine, so the ratio means something
-even on a noisy VM. Mininet's baseline is its own CLI with a Linux-bridge switch and
-no controller, building P hosts on one switch and tearing them down (`--test none`).
+What is timed is what users build: P pods on K nodes in 5 namespaces, N of them
+`netlab/http-echo` servers behind one Service per namespace, the rest idle, plus one
+client pod. `up` is `netlab.kernel.lifecycle.up(lab)` from the model (planning
+included) until every process said ready; then a real client in the client pod
+(`netlab.bench.probe`) asks every server by its pod IP and every Service by its DNS
+name, through the mesh, and the time until all answered is `serve`; then `down`.
+
+Beside it, in the same run on the same machine (so a ratio means something even on a
+noisy VM):
+- Mininet's own API with a Linux-bridge switch and no controller, building P hosts on
+  one switch and tearing them down (`mn --switch lxbr --controller none --topo single,P
+  --test none`, timed around start() and stop());
+- the raw netlink floor (netlab.kernel.floor): P namespaces, veths and addresses made
+  in-process with one netlink socket per namespace, and removed.
+
+Memory is the PSS of every process the lab runs (/proc/<pid>/smaps_rollup), measured
+after the client's requests were served.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
 import statistics
 import subprocess
+import sys
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
-from netlab.errors import BenchError
-from netlab.kernel import lifecycle
-from netlab.model import Container, Deployment, Lab, Namespace, Node
+from netlab import mesh as meshdefs
+from netlab.bench import memory
+from netlab.errors import BenchError, NetlabError
+from netlab.kernel import floor, lifecycle, processes, query
+from netlab.kernel.ownership import LabRecord
+from netlab.model import Container, ContainerPort, Deployment, Lab, Namespace, Node, Service, ServicePort
 
 Say = Callable[[str], None]
 
+MESHES = ("ambient", "sidecar", "none")
+NAMESPACES = 5  # as the issue's lab: 5 namespaces, one Service each
+ECHO_PORT = 8080
+SERVICE_PORT = 80
+CURVE_PODS = (50, 100, 200, 500, 1000)
+CURVE_REFERENCE = 200  # the curve's per-pod cost is compared with its value here
+PROBE_TIMEOUT = 10.0
+_serial = itertools.count()
 
-def scale_lab(name: str, nodes: int, pods: int) -> Lab:
-    """Idle pods spread evenly: the network build, not app start-up, is what's timed."""
+
+# -- the lab ------------------------------------------------------------------------------
+
+
+def mesh_unavailable(mesh: str) -> str | None:
+    """Why `mesh` cannot be benched here, or None. A mode not yet registered is not built."""
+    if mesh not in MESHES:
+        return f"unknown mesh {mesh!r}: use one of {', '.join(MESHES)}"
+    if mesh == "none":
+        return None
+    from netlab.plan.modes import REGISTRY
+
+    if mesh not in REGISTRY:
+        return f"the {mesh} mesh mode is not built yet, so `--mesh {mesh}` cannot be benched"
+    return None
+
+
+def split(total: int, parts: int) -> list[int]:
+    """`total` spread over `parts` as evenly as possible, larger shares first."""
+    per, extra = divmod(total, parts)
+    return [per + (1 if i < extra else 0) for i in range(parts)]
+
+
+def namespace_name(i: int) -> str:
+    return f"bench-{i}"
+
+
+def mesh_lab(name: str, mesh: str, servers: int, pods: int, nodes: int) -> Lab:
+    """P pods in 5 namespaces: N echo servers behind one Service per namespace, one client
+    pod (when there are servers to ask), the rest idle. Spread over the nodes by the
+    planner's scheduler stand-in (least-loaded first)."""
+    client = 1 if servers else 0
+    if servers < 0 or pods < servers + client:
+        raise BenchError(f"{pods} pods cannot hold {servers} servers"
+                         f"{' and a client pod' if client else ''}: use --pods ≥ {servers + client}")
+    labels: dict[str, str] = {}
+    profile = "ambient"
+    if mesh == "ambient":
+        labels = {meshdefs.DATAPLANE_MODE_LABEL: "ambient"}
+    elif mesh == "sidecar":
+        labels = {meshdefs.INJECTION_LABEL: "enabled"}
+        profile = "default"
     lab = Lab(name=name, nodes=[Node(f"node-{i + 1}") for i in range(nodes)], files=["<bench>"],
-              namespaces=[Namespace("bench")])
-    per, extra = divmod(pods, nodes)
-    for i in range(nodes):
-        n = per + (1 if i < extra else 0)
-        if n:
-            lab.deployments.append(Deployment("bench", f"p{i + 1}", n, "default", {"app": f"p{i + 1}"}, {},
-                                              [Container("c", "netlab/sleep")], node_name=f"node-{i + 1}"))
+              istio_profile=profile,  # type: ignore[arg-type]
+              namespaces=[Namespace(namespace_name(i), dict(labels)) for i in range(NAMESPACES)])
+    idle = pods - servers - client
+    for i, (n_servers, n_idle) in enumerate(zip(split(servers, NAMESPACES), split(idle, NAMESPACES))):
+        ns = namespace_name(i)
+        if n_servers:
+            lab.deployments.append(Deployment(
+                ns, "echo", n_servers, "default", {"app": "echo"}, {},
+                [Container("echo", "netlab/http-echo", ports=[ContainerPort(ECHO_PORT, "http")])]))
+            lab.services.append(Service(ns, "echo", [ServicePort(SERVICE_PORT, "http", "http")],
+                                        {"app": "echo"}))
+        if n_idle:
+            lab.deployments.append(Deployment(ns, "idle", n_idle, "default", {"app": "idle"}, {},
+                                              [Container("idle", "netlab/sleep")]))
+    if client:
+        lab.deployments.append(Deployment(namespace_name(0), "client", 1, "default", {"app": "client"}, {},
+                                          [Container("client", "netlab/sleep")]))
     return lab
 
 
-def time_netlab(nodes: int, pods: int) -> tuple[float, float]:
-    """(up, down) seconds: up from the model (planning included) to every process ready."""
-    lab = scale_lab(f"bench{os.getpid() % 10000}", nodes, pods)
+# -- one netlab run -----------------------------------------------------------------------
+
+
+@dataclass
+class LabRun:
+    up: float
+    serve: float  # after `up`: until every server and Service answered the client
+    down: float
+    memory: memory.MemoryFigures
+    requests: int  # the client's requests, all answered
+    mesh_connections: int | None  # inbound connections ztunnels counted (ambient), else None
+
+
+def probe_targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every echo server by pod IP (it must answer itself), every Service by DNS name
+    (one of its endpoints must answer)."""
+    pods = {(p["namespace"], p["name"]): p for p in summary["pods"]}
+    targets = [{"host": p["ip"], "port": ECHO_PORT, "servers": [p["name"]]}
+               for p in summary["pods"] if p["deployment"] == "echo"]
+    for s in summary["services"]:
+        port = s["ports"][0]
+        names = [pods[tuple(e["pod"].split("/", 1))]["name"] for e in port["endpoints"]
+                 if tuple(e["pod"].split("/", 1)) in pods]
+        targets.append({"host": s["fqdn"], "port": port["port"], "servers": names})
+    return targets
+
+
+def run_probe(record: LabRecord, targets: list[dict[str, Any]]) -> dict[str, Any]:
+    """The client, run to completion in the client pod with the pod's resolv.conf."""
+    pod = query.find_pod(record, f"{namespace_name(0)}/client")
+    request = json.dumps({"targets": targets, "timeout": PROBE_TIMEOUT, "tries": 3})
+    res = processes.run_in(pod["netns"], [sys.executable, "-m", "netlab.bench.probe"],
+                           query.pod_resolv_conf(record, pod), input=request, capture_output=True,
+                           text=True, timeout=PROBE_TIMEOUT * 3 + len(targets))
+    try:
+        result = json.loads(res.stdout)
+    except json.JSONDecodeError:
+        raise BenchError(f"the bench client failed in {pod['namespace']}/{pod['name']}: "
+                         f"{(res.stderr or res.stdout)[-500:]}") from None
+    if result["failed"]:
+        first = result["failed"][0]
+        raise BenchError(f"{len(result['failed'])} of {len(targets)} targets did not answer through "
+                         f"the mesh; first: {first['target']}: {first['error']}")
+    return result
+
+
+def mesh_connections(record: LabRecord) -> int:
+    """Inbound connections every ztunnel counted (reporter=destination): the requests
+    went through the mesh, in the mesh's own words."""
+    from netlab.observe.metrics import scrape
+
+    total = 0
+    for node in record.summary["nodes"]:
+        try:
+            text = scrape(node["netns"])
+        except (OSError, NetlabError):
+            continue  # a node without meshed pods runs no ztunnel
+        for line in text.splitlines():
+            if line.startswith("istio_tcp_connections_opened_total{") and 'reporter="destination"' in line:
+                total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+def lab_memory(record: LabRecord) -> memory.MemoryFigures:
+    """PSS of every live process the lab runs; the servers' own apart."""
+    everything, servers = [], []
+    for p in record.processes:
+        if not processes.is_ours(p):
+            continue
+        kib = memory.pss_kib(p.pid)
+        if kib is None:
+            continue
+        everything.append(kib)
+        if p.name.startswith("app/") and "/echo-" in p.name:
+            servers.append(kib)
+    return memory.figures(everything, servers, len(record.summary["pods"]))
+
+
+def time_lab(mesh: str, servers: int, pods: int, nodes: int) -> LabRun:
+    name = f"bt{os.getpid() % 10000}n{next(_serial)}"
+    lab = mesh_lab(name, mesh, servers, pods, nodes)
     started = time.perf_counter()
     lifecycle.up(lab)
     up = time.perf_counter() - started
-    down = lifecycle.down(lab.name)
-    return up, down
+    try:
+        record = query.record_of(name)
+        targets = probe_targets(record.summary)
+        t = time.perf_counter()
+        if targets:
+            run_probe(record, targets)
+        serve = time.perf_counter() - t
+        mem = lab_memory(record)
+        seen = mesh_connections(record) if mesh == "ambient" and targets else None
+        if seen is not None and seen < len(targets):
+            raise BenchError(f"the ztunnels counted {seen} inbound connections for {len(targets)} "
+                             "requests: the client's requests did not all go through the mesh")
+    finally:
+        down = lifecycle.down(name)
+    return LabRun(up, serve, down, mem, len(targets), seen)
 
+
+# -- baselines ----------------------------------------------------------------------------
 
 MININET_SCRIPT = """
 import json, sys, time
@@ -77,26 +248,98 @@ def time_mininet(hosts: int) -> tuple[float, float]:
     return times["up"], times["down"]
 
 
-def run(nodes: int, pods: int, runs: int, vs_mininet: bool, say: Say) -> dict[str, Any]:
-    ups, downs = [], []
+def time_floor(hosts: int) -> tuple[float, float]:
+    f = floor.build(f"bf{os.getpid() % 10000}n{next(_serial)}", hosts)
+    return f.up, f.down
+
+
+# -- arithmetic (pure) --------------------------------------------------------------------
+
+
+def per_pod_ms(up: float, down: float, pods: int) -> float:
+    """What one pod costs, up plus down, in milliseconds."""
+    return (up + down) / pods * 1000 if pods else 0.0
+
+
+def deviations(costs: dict[int, float], reference: int = CURVE_REFERENCE) -> dict[int, float]:
+    """Each size's per-pod cost relative to the reference size's: +0.25 is 25% dearer."""
+    ref = costs.get(reference)
+    if not ref:
+        return {}
+    return {pods: cost / ref - 1 for pods, cost in costs.items()}
+
+
+def ratio(baseline: float, ours: float) -> float:
+    """How many times `ours` fits in `baseline` (> 1: we are faster)."""
+    return baseline / ours if ours > 0 else float("inf")
+
+
+def median_pair(pairs: list[tuple[float, float]]) -> dict[str, float]:
+    return {"up": statistics.median(p[0] for p in pairs), "down": statistics.median(p[1] for p in pairs)}
+
+
+# -- the commands -------------------------------------------------------------------------
+
+
+def run(mesh: str, servers: int, pods: int, nodes: int, runs: int, vs_mininet: bool,
+        say: Say) -> dict[str, Any]:
+    """`runs` builds of the lab, the floor each time, Mininet too when asked; medians."""
+    why = mesh_unavailable(mesh)
+    if why:
+        raise BenchError(why)
+    labs: list[LabRun] = []
+    floors: list[tuple[float, float]] = []
+    minis: list[tuple[float, float]] = []
     for i in range(runs):
-        u, d = time_netlab(nodes, pods)
-        say(f"netlab run {i + 1}/{runs}: up {u:.3f}s down {d:.3f}s")
-        ups.append(u)
-        downs.append(d)
-    rows = [{"what": f"netlab {nodes} nodes / {pods} pods", "up": statistics.median(ups),
-             "down": statistics.median(downs)}]
-    result: dict[str, Any] = {"nodes": nodes, "pods": pods, "runs": runs, "rows": rows,
-                              "netlab": {"up": ups, "down": downs}}
+        r = time_lab(mesh, servers, pods, nodes)
+        say(f"netlab run {i + 1}/{runs}: up {r.up:.2f}s, all {r.requests} answered after "
+            f"{r.serve:.2f}s, down {r.down:.2f}s, PSS {r.memory.total_kib / 1024:.0f} MiB")
+        labs.append(r)
+        floors.append(time_floor(pods))
+        say(f"netlink floor run {i + 1}/{runs}: up {floors[-1][0]:.2f}s down {floors[-1][1]:.2f}s")
+        if vs_mininet:
+            minis.append(time_mininet(pods))
+            say(f"mininet run {i + 1}/{runs}: up {minis[-1][0]:.2f}s down {minis[-1][1]:.2f}s")
+    ours = {"up": statistics.median(r.up for r in labs), "serve": statistics.median(r.serve for r in labs),
+            "down": statistics.median(r.down for r in labs)}
+    mem = labs[len(labs) // 2].memory
+    result: dict[str, Any] = {
+        "mesh": mesh, "nodes": nodes, "pods": pods, "servers": servers, "runs": runs,
+        "netlab": {**ours, "runs": [{"up": r.up, "serve": r.serve, "down": r.down} for r in labs],
+                   "requests": labs[0].requests, "mesh_connections": labs[0].mesh_connections,
+                   "per_pod_ms": per_pod_ms(ours["up"], ours["down"], pods)},
+        "memory": mem.as_dict(),
+        "floor": {**median_pair(floors), "runs": [{"up": u, "down": d} for u, d in floors]},
+    }
+    total = ours["up"] + ours["down"]
+    fl = result["floor"]
+    result["ratios"] = {"netlab_vs_floor": {"up": ours["up"] / fl["up"], "down": ours["down"] / fl["down"],
+                                            "total": total / (fl["up"] + fl["down"])}}
     if vs_mininet:
-        totals = []
-        for i in range(runs):
-            u, d = time_mininet(pods)
-            say(f"mininet run {i + 1}/{runs}: {u + d:.2f}s (up+down)")
-            totals.append((u, d))
-        mu = statistics.median(t[0] for t in totals)
-        md = statistics.median(t[1] for t in totals)
-        rows.append({"what": f"mininet single,{pods} (lxbr, no controller)", "up": mu, "down": md})
-        result["mininet"] = {"total": [u + d for u, d in totals]}
-        result["ratio_vs_mininet"] = statistics.median(u + d for u, d in totals) / (rows[0]["up"] + rows[0]["down"])
+        mn = median_pair(minis)
+        result["mininet"] = {**mn, "runs": [{"up": u, "down": d} for u, d in minis]}
+        result["ratios"]["faster_than_mininet"] = {"up": ratio(mn["up"], ours["up"]),
+                                                   "down": ratio(mn["down"], ours["down"]),
+                                                   "total": ratio(mn["up"] + mn["down"], total)}
     return result
+
+
+def curve(mesh: str, nodes: int, sizes: tuple[int, ...], say: Say) -> dict[str, Any]:
+    """One build per size, half of the pods echo servers; per-pod cost against 200 pods'."""
+    why = mesh_unavailable(mesh)
+    if why:
+        raise BenchError(why)
+    rows = []
+    for pods in sizes:
+        r = time_lab(mesh, pods // 2, pods, nodes)
+        fu, fd = time_floor(pods)
+        row = {"pods": pods, "servers": pods // 2, "up": r.up, "serve": r.serve, "down": r.down,
+               "per_pod_ms": per_pod_ms(r.up, r.down, pods), "floor_up": fu, "floor_down": fd,
+               "vs_floor": (r.up + r.down) / (fu + fd), "memory": r.memory.as_dict()}
+        say(f"{pods} pods: up {r.up:.2f}s down {r.down:.2f}s, {row['per_pod_ms']:.1f} ms/pod; "
+            f"floor {fu + fd:.2f}s")
+        rows.append(row)
+    devs = deviations({r["pods"]: r["per_pod_ms"] for r in rows})
+    for row in rows:
+        row["vs_reference"] = devs.get(row["pods"])
+    return {"mesh": mesh, "nodes": nodes, "reference": CURVE_REFERENCE, "rows": rows}

@@ -24,26 +24,82 @@ def bench() -> None:
 
 
 @bench.command("topology")
+@click.option("--mesh", type=click.Choice(["ambient", "sidecar", "none"]), default="ambient",
+              show_default=True, help="The mesh the 5 bench namespaces are enrolled in.")
+@click.option("--servers", default=100, show_default=True,
+              help="netlab/http-echo pods behind one Service per namespace.")
+@click.option("--pods", default=200, show_default=True,
+              help="All pods: the servers, one client pod, and idle pods for the rest.")
 @click.option("--nodes", default=4, show_default=True)
-@click.option("--pods", default=200, show_default=True)
-@click.option("--runs", default=3, show_default=True, help="Repeat and report the median.")
-@click.option("--vs-mininet", is_flag=True, help="Also time Mininet with the same number of hosts.")
+@click.option("--runs", default=1, show_default=True, help="Repeat and report the median.")
+@click.option("--vs-mininet", is_flag=True, help="Also time Mininet with PODS plain hosts.")
+@click.option("--curve", is_flag=True,
+              help="Instead: up, down and cost per pod at 50, 100, 200, 500 and 1,000 pods.")
 @click.option("--json", "as_json", is_flag=True)
-def topology(nodes: int, pods: int, runs: int, vs_mininet: bool, as_json: bool) -> None:
-    """Time `up` and `down` of NODES nodes with PODS pods (and Mininet, for comparison)."""
-    from netlab.bench.topology import run
+def topology(mesh: str, servers: int, pods: int, nodes: int, runs: int, vs_mininet: bool, curve: bool,
+             as_json: bool) -> None:
+    """Time `up` and `down` of a meshed lab until every server answers through the mesh,
+    beside the raw netlink floor and (with --vs-mininet) Mininet, in the same run."""
+    from netlab.bench import topology as bt
 
     require_root()
-    result = run(nodes, pods, runs, vs_mininet, _say)
+    if curve:
+        result = bt.curve(mesh, nodes, bt.CURVE_PODS, _say)
+        if as_json:
+            out().print_json(json.dumps(result))
+            return
+        _print_curve(result)
+        return
+    result = bt.run(mesh, servers, pods, nodes, runs, vs_mininet, _say)
     if as_json:
         out().print_json(json.dumps(result))
         return
-    t = Table("what", "up (s)", "down (s)", "total (s)")
-    for row in result["rows"]:
-        t.add_row(row["what"], f"{row['up']:.3f}", f"{row['down']:.3f}", f"{row['up'] + row['down']:.3f}")
+    _print_topology(result)
+
+
+def _print_topology(r: dict) -> None:
+    o = out()
+    ours = r["netlab"]
+    t = Table("what", "up (s)", "serve (s)", "down (s)", "up + down (s)")
+    t.add_row(f"netlab, {r['mesh']}: {r['nodes']} nodes / {r['pods']} pods / {r['servers']} echo servers",
+              f"{ours['up']:.2f}", f"{ours['serve']:.2f}", f"{ours['down']:.2f}",
+              f"{ours['up'] + ours['down']:.2f}")
+    fl = r["floor"]
+    t.add_row(f"raw netlink floor, {r['pods']} namespaces", f"{fl['up']:.2f}", "", f"{fl['down']:.2f}",
+              f"{fl['up'] + fl['down']:.2f}")
+    if "mininet" in r:
+        mn = r["mininet"]
+        t.add_row(f"Mininet single,{r['pods']} (lxbr, no controller)", f"{mn['up']:.2f}", "",
+                  f"{mn['down']:.2f}", f"{mn['up'] + mn['down']:.2f}")
+    o.print(t)
+    vs = r["ratios"]["netlab_vs_floor"]
+    o.print(f"netlab / floor: up {vs['up']:.1f}x, down {vs['down']:.1f}x, up + down {vs['total']:.1f}x")
+    if "faster_than_mininet" in r["ratios"]:
+        mn = r["ratios"]["faster_than_mininet"]
+        o.print(f"netlab is {mn['total']:.1f}x faster than Mininet (up + down; up {mn['up']:.1f}x, "
+                f"down {mn['down']:.1f}x)")
+    if r["servers"]:
+        through = (f"; the ztunnels counted {ours['mesh_connections']} inbound connections"
+                   if ours["mesh_connections"] is not None else "")
+        o.print(f"serve: a client in bench-0/client asked each of {r['servers']} servers by pod IP and "
+                f"each Service by DNS name ({ours['requests']} requests), all answered{through}")
+    m = r["memory"]
+    o.print(f"memory (PSS): {m['total_mib']:.0f} MiB in {m['processes']} processes, "
+            f"{m['per_pod_mib']:.2f} MiB per pod; echo servers {m['per_server_mib']:.2f} MiB each")
+    o.print(f"cost per pod (up + down): {ours['per_pod_ms']:.1f} ms")
+
+
+def _print_curve(r: dict) -> None:
+    t = Table("pods", "servers", "up (s)", "serve (s)", "down (s)", "ms / pod", f"vs {r['reference']} pods",
+              "floor up+down (s)", "vs floor", "PSS MiB / pod")
+    for row in r["rows"]:
+        dev = row["vs_reference"]
+        t.add_row(str(row["pods"]), str(row["servers"]), f"{row['up']:.2f}", f"{row['serve']:.2f}",
+                  f"{row['down']:.2f}", f"{row['per_pod_ms']:.1f}", "" if dev is None else f"{dev:+.0%}",
+                  f"{row['floor_up'] + row['floor_down']:.2f}", f"{row['vs_floor']:.1f}x",
+                  f"{row['memory']['per_pod_mib']:.2f}")
     out().print(t)
-    if "ratio_vs_mininet" in result:
-        out().print(f"netlab is {result['ratio_vs_mininet']:.1f}x faster than Mininet (up+down, medians)")
+    out().print(f"mesh {r['mesh']}, {r['nodes']} nodes, half of the pods echo servers; ms / pod = (up + down) / pods")
 
 
 @bench.command("hbone")
