@@ -30,6 +30,7 @@ import json
 import os
 import ssl
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -50,7 +51,19 @@ CA_PATH = "/v1/certificate"
 ISTIOD_SA = (mesh.ROOT_NAMESPACE, "istiod")
 CA_ALPN = "http/1.1"
 MAX_BODY = 64 * 1024
+MAX_HEAD = 16 * 1024  # request line and headers; a real request needs a few hundred bytes
+READ_TIMEOUT = 10.0  # seconds for a client to send its whole request (TLS handshake apart)
 FETCH_TIMEOUT = 10.0  # seconds for one certificate request, connect to answer
+REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 408: "Request Timeout",
+           413: "Content Too Large", 431: "Request Header Fields Too Large", 500: "Internal Server Error"}
+
+
+class BadRequest(Exception):
+    """A request the CA answers with a 4xx and closes: says which status and why."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -186,11 +199,18 @@ class LabCA:
 
 
 class CAServer:
-    """The CA as a service: mTLS HTTP/1.1, one request per connection."""
+    """The CA as a service: mTLS HTTP/1.1, one request per connection.
+
+    Every connection gets exactly one answer and is then closed: a malformed request
+    (a body that is not a JSON object, fields of the wrong type, a header block over
+    MAX_HEAD) is a 4xx, a client that sends too slowly is a 408 after `read_timeout`,
+    and a bug is a 500 with the error logged, never a task dying with the socket open.
+    """
 
     def __init__(self, ca: LabCA, pods_by_node_file: str | os.PathLike[str],
-                 max_ttl_seconds: int = DEFAULT_TTL) -> None:
+                 max_ttl_seconds: int = DEFAULT_TTL, read_timeout: float = READ_TIMEOUT) -> None:
         self.ca = ca
+        self.read_timeout = read_timeout
         self.pods_file = Path(pods_by_node_file)
         self.max_ttl = max_ttl_seconds
         key = ec.generate_private_key(ec.SECP256R1())
@@ -200,7 +220,8 @@ class CAServer:
         self._server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
-        self._server = await asyncio.start_server(self._serve, host, port, ssl=self.ssl)
+        self._server = await asyncio.start_server(self._serve, host, port, ssl=self.ssl, limit=MAX_HEAD,
+                                                  ssl_handshake_timeout=self.read_timeout)
         addr = self._server.sockets[0].getsockname()
         return addr[0], addr[1]
 
@@ -224,38 +245,56 @@ class CAServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            status, body = await asyncio.wait_for(self._handle(reader, writer), 10)
-        except (asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as e:
-            status, body = 400, str(e).encode()
-        reason = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found"}.get(status, "Error")
+            status, body = await asyncio.wait_for(self._handle(reader, writer), self.read_timeout)
+        except asyncio.TimeoutError:
+            status, body = 408, b"request not received in time"
+        except BadRequest as e:
+            status, body = e.status, str(e).encode()
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            writer.close()  # the client went away: nobody to answer
+            return
+        except Exception as e:  # noqa: BLE001 - a bug must still answer and close
+            print(f"CA: internal error on a request: {type(e).__name__}: {e}", flush=True)
+            status, body = 500, b"internal error"
         ctype = "application/json" if status == 200 else "text/plain"
-        writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
+        writer.write(f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\nContent-Type: {ctype}\r\n"
                      f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
         try:
-            await writer.drain()
+            await asyncio.wait_for(writer.drain(), self.read_timeout)
             writer.close()
-            await writer.wait_closed()
-        except (ConnectionError, ssl.SSLError):
-            pass
+            await asyncio.wait_for(writer.wait_closed(), self.read_timeout)
+        except (ConnectionError, ssl.SSLError, asyncio.TimeoutError):
+            writer.transport.abort()
 
     async def _handle(self, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> tuple[int, bytes]:
-        head = await reader.readuntil(b"\r\n\r\n")
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.LimitOverrunError:
+            raise BadRequest(431, f"request header block over {MAX_HEAD} bytes") from None
         lines = head.decode("latin-1").split("\r\n")
-        method, path, _ = lines[0].split(" ", 2)
+        first = lines[0].split(" ")
+        if len(first) != 3 or not first[2].startswith("HTTP/1."):
+            raise BadRequest(400, "bad request line")
+        method, path, _ = first
         headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
         if (method, path) != ("POST", CA_PATH):
             return 404, b"not found"
-        length = int(headers.get("content-length", "0"))
-        if not 0 < length <= MAX_BODY:
-            return 400, b"bad content-length"
-        req = json.loads(await reader.readexactly(length))
+        raw_length = headers.get("content-length", "0")
+        if not raw_length.isdigit():
+            raise BadRequest(400, "bad content-length")
+        length = int(raw_length)
+        if length > MAX_BODY:
+            raise BadRequest(413, f"body over {MAX_BODY} bytes")
+        if length == 0:
+            raise BadRequest(400, "empty body")
+        req = _request(await reader.readexactly(length))
         der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
         caller = x509.load_der_x509_certificate(der)
         try:
-            requested = Identity.parse(str(req["identity"]))
-            csr = x509.load_pem_x509_csr(str(req["csr"]).encode())
-        except (KeyError, IdentityError, ValueError) as e:
+            requested = Identity.parse(req["identity"])
+            csr = x509.load_pem_x509_csr(req["csr"].encode())
+        except (IdentityError, ValueError) as e:
             return 400, f"bad request: {e}".encode()
         if not csr.is_signature_valid:
             return 400, b"bad request: CSR signature invalid"
@@ -263,12 +302,34 @@ class CAServer:
             self.ca.authorize(caller, requested, self._pods())
         except PermissionError as e:
             return 403, str(e).encode()
-        ttl = min(int(req.get("ttl_seconds") or self.max_ttl), self.max_ttl)
+        ttl = min(req["ttl_seconds"] or self.max_ttl, self.max_ttl)
         try:
             leaf = self.ca.sign(csr.public_key(), [str(requested)], ttl)  # type: ignore[arg-type]
         except ValueError as e:
             return 400, f"bad request: {e}".encode()
         return 200, json.dumps({"certificate": leaf.decode(), "root": self.ca.root_pem.decode()}).encode()
+
+
+def _request(body: bytes) -> dict[str, Any]:
+    """The request body as the API defines it, or BadRequest(400) naming what is wrong."""
+    try:
+        req = json.loads(body, parse_constant=_no_constant)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise BadRequest(400, "body is not JSON") from None
+    if not isinstance(req, dict):
+        raise BadRequest(400, "body must be a JSON object: {\"identity\", \"csr\", \"ttl_seconds\"}")
+    for key in ("identity", "csr"):
+        if not isinstance(req.get(key), str):
+            raise BadRequest(400, f"{key} must be a string")
+    ttl = req.get("ttl_seconds")
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0):
+        raise BadRequest(400, "ttl_seconds must be a positive integer or null")
+    return {"identity": req["identity"], "csr": req["csr"], "ttl_seconds": ttl}
+
+
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON: refuse them instead of computing with them."""
+    raise ValueError(f"{name} is not JSON")
 
 
 class CAError(Exception):

@@ -179,6 +179,34 @@ def verify_client_trust_domain(ssl_object: ssl.SSLObject | ssl.SSLSocket, trust_
     return got
 
 
+def workload_identity(cert: x509.Certificate, trust_domain: str) -> Identity:
+    """The one workload SPIFFE ID a client certificate carries, or IdentityError.
+
+    An HBONE client speaks for exactly one workload, so its certificate must name
+    exactly one: a single URI SAN, `spiffe://<trust_domain>/ns/<ns>/sa/<sa>`, and not
+    ztunnel's own identity. A node bootstrap certificate (ztunnel's SPIFFE ID plus
+    `netlab://node/<node>`) therefore never opens a tunnel, though the lab CA signed it.
+    """
+    uris = uri_sans(cert)
+    if len(uris) != 1:
+        raise IdentityError(f"client certificate has {len(uris)} URI SANs ({', '.join(uris) or 'none'}); "
+                            "a workload certificate carries exactly one SPIFFE ID")
+    got = Identity.parse(uris[0])
+    if got.trust_domain != trust_domain:
+        raise IdentityError(f"client trust domain {got.trust_domain!r} is not {trust_domain!r}")
+    if got.is_ztunnel:
+        raise IdentityError(f"{got} is ztunnel's own identity, not a workload's")
+    return got
+
+
+def verify_client_workload(ssl_object: ssl.SSLObject | ssl.SSLSocket, trust_domain: str) -> Identity:
+    """Server-side check for HBONE: the chain is verified by OpenSSL; one workload ID here."""
+    der = ssl_object.getpeercert(binary_form=True)
+    if not der:
+        raise IdentityError("peer presented no certificate")
+    return workload_identity(x509.load_der_x509_certificate(der), trust_domain)
+
+
 Fetch = Callable[[str, str], Awaitable[WorkloadCert]]
 
 URGENT, BACKGROUND = 0, 1

@@ -423,3 +423,86 @@ def test_throughput_100mib_upload(tmp_path: Path) -> None:
             assert int(await st.read()) == n
             print(f"HBONE upload (one process): {n / (time.perf_counter() - t) / 1e6:.0f} MB/s")
     run(main(), timeout=300)
+
+
+def test_node_bootstrap_certificate_is_refused_as_a_client(tmp_path: Path) -> None:
+    """The bootstrap cert is signed by the lab CA but names a node, not one workload."""
+    async def main() -> None:
+        async with lab(tmp_path) as (lb, server, _, addr):
+            cert, key = lb.ca.issue_bootstrap("node-1")
+            ctx = tlsutil.mesh_client_context(cert, key, lb.ca.root_pem, "")
+            # TLS 1.3: the client's handshake ends before the server checks its certificate,
+            # so the refusal shows as the connection closing under the first read.
+            with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
+                r, w = await asyncio.open_connection(*addr, ssl=ctx)
+                w.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+                await r.readexactly(1)
+            assert server.accepted == 0 and server.rejected == 1 and lb.seen == []
+    run(main())
+
+
+def test_certificate_with_two_spiffe_ids_is_refused(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with lab(tmp_path) as (lb, server, _, addr):
+            from cryptography.hazmat.primitives import serialization
+            from cryptography.hazmat.primitives.asymmetric import ec
+            key = ec.generate_private_key(ec.SECP256R1())
+            cert = lb.ca.sign(key.public_key(), [lb.client_id, "spiffe://cluster.local/ns/default/sa/other"], 3600)
+            key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption())
+            ctx = tlsutil.mesh_client_context(cert, key_pem, lb.ca.root_pem, "")
+            pool = HbonePool(lambda src: ctx)
+            with pytest.raises((ssl.SSLError, ConnectionError, HboneError)):
+                await pool.connect(addr, f"127.0.0.1:{lb.upstream_port}", lb.client_id, lb.server_id, {})
+            await pool.close()
+            assert server.rejected == 1 and lb.seen == []
+    run(main())
+
+
+def test_workload_identity_rules() -> None:
+    ca = LabCA(Path(os.environ.get("TMPDIR", "/tmp")) / f"nl-ca-{os.getpid()}")
+    try:
+        good = x509.load_pem_x509_certificate(ca.issue_workload("default", "client").cert_pem)
+        assert str(ident.workload_identity(good, "cluster.local")) == "spiffe://cluster.local/ns/default/sa/client"
+        with pytest.raises(ident.IdentityError, match="trust domain"):
+            ident.workload_identity(good, "other.local")
+        boot = x509.load_pem_x509_certificate(ca.issue_bootstrap("node-1")[0])
+        with pytest.raises(ident.IdentityError, match="2 URI SANs"):
+            ident.workload_identity(boot, "cluster.local")
+    finally:
+        shutil.rmtree(ca.dir, ignore_errors=True)
+
+
+def test_connection_without_a_stream_is_closed_after_the_idle_timeout(tmp_path: Path) -> None:
+    """An authenticated client that opens no stream is sent GOAWAY and closed; one that
+    keeps using its connection is not."""
+    async def main() -> None:
+        lb = Lab(tmp_path)
+        sctx = ident.server_context(lb.server_cert)
+        server = HboneServer(lambda: sctx, lb.handler, idle_timeout=0.3)
+        ls = listening_socket()
+        await server.start(ls)
+        up = await asyncio.start_server(echo, "127.0.0.1", 0)
+        port = up.sockets[0].getsockname()[1]
+        cctx = ident.client_context(lb.client_cert)
+        busy = HbonePool(lambda src: cctx, idle_timeout=0)  # the client never releases on its own
+        try:
+            st = await busy.connect(ls.getsockname(), f"127.0.0.1:{port}", lb.client_id, lb.server_id, {})
+            st.close()  # the connection is now authenticated and carries no stream
+            conn = next(c for conns in busy._pools.values() for c in conns)
+            await asyncio.wait_for(conn.closed.wait(), 10)
+            assert conn.goaway, "closed by the server with a GOAWAY"
+            assert server.idle_closed == 1
+            # In use all along: a stream open across several timeouts keeps it.
+            st = await busy.connect(ls.getsockname(), f"127.0.0.1:{port}", lb.client_id, lb.server_id, {})
+            for _ in range(4):
+                await st.write(b"ping")
+                assert await st.read(4) == b"ping"
+                await asyncio.sleep(0.3)  # the test's clock: the idle timer must not fire
+            assert server.idle_closed == 1
+            st.close()
+        finally:
+            await busy.close()
+            await server.close()
+            up.close()
+    run(main())

@@ -1,4 +1,21 @@
-"""ztunnel's inbound side of HBONE: TLS handshake, peer identity, CONNECT → upstream."""
+"""ztunnel's inbound side of HBONE: TLS handshake, peer identity, CONNECT → upstream.
+
+Two limits protect the server from a client that authenticates and then does nothing
+useful:
+
+- identity: the client certificate must carry exactly one SPIFFE workload ID of the
+  trust domain (`identity.workload_identity`), so a node's bootstrap certificate is
+  refused at the handshake;
+- idle connections: one that carries no stream for `idle_timeout` is closed (GOAWAY,
+  then TLS close). The default is ztunnel's own bound on an unused HBONE connection,
+  `DEFAULT_POOL_UNUSED_RELEASE_TIMEOUT` = 5 minutes in ztunnel's src/config.rs
+  (env POOL_UNUSED_RELEASE_TIMEOUT). ztunnel applies it in its client pool; its
+  server (src/proxy/h2/server.rs) only drops peers that stop answering PINGs (every
+  10 s, 20 s timeout, src/proxy/h2.rs), so a live peer that opens no stream is held
+  there until the peer's pool releases it. Applying the same bound on the server
+  side means a client that never releases (or never opens a stream at all) cannot
+  hold a socket and TLS state forever.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +38,7 @@ log = logging.getLogger("netlab.dataplane.hbone")
 Upstream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 Handler = Callable[[str, dict[str, str], str, tuple[str, int]], Awaitable[Union[int, Upstream]]]
 CtxProvider = Callable[[], Union[ssl.SSLContext, Awaitable[ssl.SSLContext]]]
+IDLE_TIMEOUT = 300.0  # ztunnel's DEFAULT_POOL_UNUSED_RELEASE_TIMEOUT (src/config.rs): 5 minutes
 
 
 class HboneServer:
@@ -34,17 +52,19 @@ class HboneServer:
 
     def __init__(self, ssl_ctx_provider: CtxProvider, handler: Handler, *,
                  trust_domain: str | None = None, max_streams: int = 100,
-                 handshake_timeout: float = 10.0) -> None:
+                 handshake_timeout: float = 10.0, idle_timeout: float = IDLE_TIMEOUT) -> None:
         self._ctx_provider = ssl_ctx_provider
         self._handler = handler
         self._trust_domain = trust_domain
         self._max_streams = max_streams
         self._handshake_timeout = handshake_timeout
+        self._idle_timeout = idle_timeout
         self._server: asyncio.Server | None = None
         self._conns: set[H2Conn] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.accepted = 0  # TLS connections that passed the handshake and identity checks
         self.rejected = 0  # connections refused during TLS or identity checks
+        self.idle_closed = 0  # authenticated connections closed for carrying no stream
 
     async def start(self, sock: socket.socket) -> None:
         """Serve on an already bound, listening socket (ztunnel makes it inside the pod netns)."""
@@ -97,7 +117,7 @@ class HboneServer:
             assert tls is not None
             sslobj = tls.get_extra_info("ssl_object")
             require_alpn(sslobj)
-            peer = ident.verify_client_trust_domain(sslobj, td)
+            peer = ident.verify_client_workload(sslobj, td)
         except (OSError, ssl.SSLError, ident.IdentityError, asyncio.TimeoutError, ConnectionError) as e:
             self.rejected += 1
             log.info("HBONE handshake from %s refused: %s", conn.peer_address, e)
@@ -106,8 +126,44 @@ class HboneServer:
         self.accepted += 1
         self._conns.add(conn)
         conn.start(tls, str(peer))
-        await conn.closed.wait()
-        self._conns.discard(conn)
+        try:
+            await self._close_when_idle(conn)
+        finally:
+            self._conns.discard(conn)
+
+    async def _close_when_idle(self, conn: H2Conn) -> None:
+        """Wait for the connection to end; close it once it carried no stream for idle_timeout.
+
+        Checked a few times per timeout (like the client pool's sweep), not timed per
+        stream: a stream opened and finished between two checks still counts as use,
+        because h2's highest stream id moved.
+        """
+        if self._idle_timeout <= 0:
+            await conn.closed.wait()
+            return
+        loop = asyncio.get_running_loop()
+        interval = min(self._idle_timeout / 4, 30.0)
+        idle_since = loop.time()
+        last_sid = conn.h2.highest_inbound_stream_id
+        while not conn.closed.is_set():
+            try:
+                await asyncio.wait_for(conn.closed.wait(), interval)
+                return
+            except asyncio.TimeoutError:
+                pass
+            sid = conn.h2.highest_inbound_stream_id
+            if conn.streams or sid != last_sid:
+                idle_since, last_sid = loop.time(), sid
+            elif loop.time() - idle_since >= self._idle_timeout:
+                self.idle_closed += 1
+                log.info("HBONE connection from %s (%s) carried no stream for %gs: closing",
+                         conn.peer_address, conn.peer_identity, self._idle_timeout)
+                conn.close()
+                try:
+                    await asyncio.wait_for(conn.closed.wait(), interval)
+                except asyncio.TimeoutError:  # the peer never finished the TLS close
+                    conn._abort()
+                return
 
     async def _stream(self, stream: HboneStream) -> None:
         method = stream.headers.get(":method")
