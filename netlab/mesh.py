@@ -22,7 +22,6 @@ HEALTH_PORT = 15021  # readiness
 DNS_PROXY_PORT = 15053  # the in-pod DNS proxy the capture rules redirect port 53 to
 ENVOY_STATS_PORT = 15090  # Envoy's own stats
 PROMETHEUS_PORT = 9090  # the Prometheus addon's web/API port (Istio's samples/addons Service)
-PROMETHEUS_PORT = 9090  # the Prometheus addon's web/API port (Istio's samples/addons Service)
 
 SIDECAR_PORTS = (ADMIN_PORT, OUTBOUND_PORT, INBOUND_PORT, HBONE_PORT, METRICS_PORT, HEALTH_PORT,
                  ENVOY_STATS_PORT)
@@ -44,6 +43,8 @@ CONN_MARK_MASK = 0xFFF
 RESTORE_MASK = 0xFFFFFFFF  # CONNMARK --restore-mark --nfmask/--ctmask
 INPOD_ROUTE_TABLE = 100  # `local 0.0.0.0/0 dev lo table 100`
 INPOD_RULE_PRIORITY = 32764  # `ip rule add fwmark 0x111/0xfff pref 32764 lookup 100`
+SIDECAR_TPROXY_ROUTE_TABLE = 133  # istio-iptables InboundTProxyRouteTable (TPROXY mode)
+SIDECAR_TPROXY_RULE_PRIORITY = 32765  # the kernel's pick for istio-iptables' unprioritised rule
 
 # -- the proxy's user (sidecar capture exempts it by uid/gid) -----------------------------
 PROXY_UID = 1337
@@ -62,9 +63,6 @@ SIDECAR_INJECT = "sidecar.istio.io/inject"  # per pod: "true"/"false"
 USE_WAYPOINT_LABEL = "istio.io/use-waypoint"
 BYPASS_INBOUND_ANNOTATION = "ambient.istio.io/bypass-inbound-capture"
 TUNNEL_LABEL = "networking.istio.io/tunnel"  # "http": the pod accepts HBONE itself
-# The ztunnel DaemonSet's pod label that Prometheus' pod-label relabelling turns into the
-# `app="ztunnel"` Kiali filters on (mesh-facts-2 §A4, §G6).
-ZTUNNEL_POD_LABELS = {"app": "ztunnel"}
 # The ztunnel DaemonSet's pod label that Prometheus' pod-label relabelling turns into the
 # `app="ztunnel"` Kiali filters on (mesh-facts-2 §A4, §G6).
 ZTUNNEL_POD_LABELS = {"app": "ztunnel"}

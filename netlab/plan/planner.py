@@ -40,7 +40,7 @@ __all__ = ["plan", "PlanOptions", "resolv_conf", "dns_records"]
 
 def plan(lab: Lab, options: PlanOptions = PlanOptions()) -> DesiredState:
     state = DesiredState(lab=lab.name)
-    lab = expand_model(lab, profile(lab.istio_version))  # e.g. a waypoint's pod and Service
+    lab = expand_model(lab, profile(lab.istio_version, lab.istio_profile))  # e.g. a waypoint's pod and Service
     _plan_fabric_and_nodes(lab, state)
     _plan_pods(lab, state)
     _plan_services(lab, state)
@@ -48,7 +48,7 @@ def plan(lab: Lab, options: PlanOptions = PlanOptions()) -> DesiredState:
     if options.start_processes:
         _plan_apps(lab, state, options)
     # Ambient today; the sidecar and the waypoint register beside it.
-    ctx = PlanContext(lab, state, options, profile(lab.istio_version))
+    ctx = PlanContext(lab, state, options, profile(lab.istio_version, lab.istio_profile))
     plan_modes(ctx)
     plan_addons(ctx)  # after the modes: an addon reads what they planned (Prometheus: targets)
     return state

@@ -11,12 +11,14 @@ import dataclasses
 from netlab.model import Lab
 from netlab.plan.modes.ambient import AmbientMode
 from netlab.plan.modes.base import MeshMode, PlanContext
+from netlab.plan.modes.sidecar import SidecarMode
 from netlab.plan.modes.waypoint import WaypointMode
 from netlab.plan.profile import IstioProfile
 from netlab.snapshot import Workload
 
 # The waypoint first: it attaches waypoints to Services and pods before others write snapshots.
-REGISTRY: dict[str, MeshMode] = {m.name: m for m in (WaypointMode(), AmbientMode(),)}
+# The sidecar before ambient: a pod with a sidecar is left alone by ambient capture.
+REGISTRY: dict[str, MeshMode] = {m.name: m for m in (WaypointMode(), SidecarMode(), AmbientMode(),)}
 
 
 def expand_model(lab: Lab, profile: IstioProfile, registry: dict[str, MeshMode] = REGISTRY) -> Lab:
@@ -37,6 +39,8 @@ def enroll(lab: Lab, pod: Workload, registry: dict[str, MeshMode] = REGISTRY) ->
 def plan_modes(ctx: PlanContext, registry: dict[str, MeshMode] = REGISTRY) -> None:
     """Enroll every pod, then let each mode with pods add its kernel state and processes."""
     ctx.state.pods[:] = [enroll(ctx.lab, p, registry) for p in ctx.state.pods]
+    ctx.state.pods[:] = [registry[p.mode].inject(ctx, p) if p.mode in registry else p
+                         for p in ctx.state.pods]
     for name, mode in registry.items():
         pods = [p for p in ctx.state.pods if p.mode == name]
         if not pods:

@@ -81,8 +81,9 @@ class AmbientMode(MeshMode):
         ca_dir = f"{statedir}/ca"
         fabric = naming.fabric_netns(lab.name)
         by_node = _by_node(pods)
+        # Every meshed pod's identity (ambient, sidecar, ...): its node's proxies may ask for it.
         pods_by_node = {node: sorted({(p.namespace, p.service_account) for p in node_pods})
-                        for node, node_pods in by_node.items()}
+                        for node, node_pods in _by_node([p for p in state.pods if p.mode]).items()}
         state.processes.append(ProcessSpec(
             name="istiod-ca", netns=fabric,
             argv=(python, "-m", "netlab.dataplane.ca", "--dir", ca_dir,

@@ -42,6 +42,11 @@ class MeshMode(ABC):
         Deployment, Service and ServiceAccount), before pods are placed. Default: none."""
         return lab
 
+    def inject(self, ctx: PlanContext, pod: Workload) -> Workload:
+        """`pod` as the mode's admission webhook leaves it (the sidecar injector's labels),
+        once it is enrolled and before any mode plans. Default: unchanged."""
+        return pod
+
     @abstractmethod
     def plan_kernel(self, ctx: PlanContext, pods: list[Workload]) -> None:
         """Add the rulesets, ip rules, routes and ipsets the mode's `pods` need."""
