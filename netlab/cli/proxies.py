@@ -1,4 +1,5 @@
-"""`netlab logs` and `netlab metrics`: what the lab's mesh processes report.
+"""`netlab logs`, `netlab metrics` and `netlab proxy-config`: what the lab's mesh processes
+report, and the config a sidecar was started with.
 
 Logs are the files the applier writes per process; metrics are scraped from 15020
 inside each node netns, where a Prometheus on the host network would find ztunnel,
@@ -100,4 +101,20 @@ def _number(v: float) -> str:
     return str(int(v)) if v == int(v) else f"{v:g}"
 
 
-COMMANDS: list[click.Command] = [logs, metrics]
+@click.command("proxy-config")
+@click.argument("lab")
+@click.argument("pod")
+@click.argument("kind", type=click.Choice(["listeners", "routes", "clusters", "endpoints"]))
+@click.option("--json", "as_json", is_flag=True, help="The Envoy-shaped resources themselves.")
+def proxy_config(lab: str, pod: str, kind: str, as_json: bool) -> None:
+    """A sidecar's config as `istioctl proxy-config KIND POD` prints it (POD as `exec` names it)."""
+    from netlab.observe import proxy_config as pc
+
+    snap = pc.load(lab, pod)
+    if as_json:
+        out().print_json(json.dumps(pc.as_json(snap, kind)))
+        return
+    sys.stdout.write(pc.table(snap, kind))
+
+
+COMMANDS: list[click.Command] = [logs, metrics, proxy_config]

@@ -127,7 +127,11 @@ class SidecarMode(MeshMode):
 
 def process_name(pod: Workload) -> str:
     """The lab's name for a pod's sidecar process (and the key `netlab proxy-config` reads)."""
-    return f"sidecar/{pod.namespace}/{pod.name}"
+    return sidecar_process(pod.namespace, pod.name)
+
+
+def sidecar_process(namespace: str, name: str) -> str:
+    return f"{NAME}/{namespace}/{name}"
 
 
 def meshed_identities_by_node(pods: list[Workload]) -> dict[str, list[list[str]]]:
