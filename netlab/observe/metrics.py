@@ -19,25 +19,34 @@ from netlab.errors import NetlabError
 from netlab.kernel import netns as nsmod
 from netlab.mesh import METRICS_PORT
 
-__all__ = ["scrape", "METRICS_PORT", "Sample", "parse", "select", "summarize", "raw_filtered",
+__all__ = ["scrape", "http_get", "METRICS_PORT", "Sample", "parse", "select", "summarize", "raw_filtered",
            "flow", "details"]
 
 
 def scrape(netns: str, port: int = METRICS_PORT, timeout: float = 5.0) -> str:
     """GET /metrics on 127.0.0.1:`port` in `netns`; the exposition text."""
+    return http_get(netns, port, "/metrics", timeout)
+
+
+def http_get(netns: str, port: int, path: str, timeout: float = 5.0) -> str:
+    """GET `path` on 127.0.0.1:`port` in `netns` (an admin port); the body, or NetlabError."""
     with nsmod.entered(netns):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     with s:
         s.settimeout(timeout)
-        s.connect(("127.0.0.1", port))
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        try:
+            s.connect(("127.0.0.1", port))
+        except OSError as e:
+            raise NetlabError(f"nothing answers on 127.0.0.1:{port} in {netns} ({e.strerror}); "
+                              "is the process running? `netlab status` shows its state") from e
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
         chunks = []
         while data := s.recv(65536):
             chunks.append(data)
     head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 200"):
         status = head.split(b"\r\n")[0].decode(errors="replace")
-        raise NetlabError(f"{netns}:{port} answered {status!r}")
+        raise NetlabError(f"{netns}:{port}{path} answered {status!r}")
     return body.decode()
 
 

@@ -1,4 +1,4 @@
-"""A proxy's admin ports: 15020 (Prometheus metrics) and 15021 (readiness).
+"""A proxy's admin ports: 15020 (Prometheus metrics), 15021 (readiness), 15000 (JSON dumps).
 
 Both are bound in the process's own netns (ztunnel's is the node's): `netlab metrics`
 scrapes 15020 from there, as Prometheus scrapes a ztunnel pod on the host network.
@@ -83,3 +83,32 @@ async def serve_readiness(port: int) -> asyncio.AbstractServer:
             writer.close()
 
     return await asyncio.start_server(handle, sock=_listen(port))
+
+
+# What the admin port serves: path -> a function giving the JSON body (bytes).
+AdminRoutes = dict[str, Callable[[], bytes]]
+
+
+async def serve_admin(port: int, routes: AdminRoutes, host: str = "127.0.0.1") -> asyncio.AbstractServer:
+    """Serve GET `routes` as JSON on `host:port` (ztunnel's admin port: localhost only, as
+    real ztunnel binds it), one request per connection; 404 for any other path."""
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            method, target = (head.split(b"\r\n", 1)[0].decode("latin-1").split(" ") + ["", ""])[:2]
+            route = routes.get(target.split("?", 1)[0]) if method == "GET" else None
+            status, body = ("200 OK", route()) if route else ("404 Not Found", b'{"error": "not found"}')
+            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+                         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+            await writer.drain()
+        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, port))
+    s.listen(16)
+    s.setblocking(False)
+    return await asyncio.start_server(handle, sock=s)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 
 from netlab import mesh
 from netlab.dataplane.policy import Evaluator
 from netlab.dataplane.proxy import certs, config, lifecycle
-from netlab.dataplane.proxy.admin import serve_metrics, serve_readiness
+from netlab.dataplane.proxy.admin import serve_admin, serve_metrics, serve_readiness
 from netlab.dataplane.telemetry import ZtunnelTelemetry
+from netlab.dataplane.ztunnel.config_dump import config_dump
 from netlab.dataplane.ztunnel.proxy import PodProxy
 from netlab.snapshot import ProxySnapshot
 
@@ -30,6 +32,7 @@ class Ztunnel:
         self.proxies = [PodProxy(p, cfg, self.certs, self.telemetry, policy) for p in pods]
         self._ready: asyncio.AbstractServer | None = None
         self._metrics: asyncio.Task[None] | None = None
+        self._admin: asyncio.AbstractServer | None = None
 
     async def start(self) -> "Ztunnel":
         try:
@@ -37,10 +40,15 @@ class Ztunnel:
                 await p.start()
             self._ready = await serve_readiness(mesh.HEALTH_PORT)
             self._metrics = serve_metrics(mesh.METRICS_PORT, self.telemetry.exposition)
+            # As real ztunnel: its state on the admin port, localhost of its netns only.
+            self._admin = await serve_admin(mesh.ADMIN_PORT, {"/config_dump": self._config_dump})
         except BaseException:
             await self.close()
             raise
         return self
+
+    def _config_dump(self) -> bytes:
+        return json.dumps(config_dump(self.cfg, self.certs), indent=1).encode()
 
     def announce(self) -> None:
         log.info("ztunnel for node %s serving %d pods (%s capture)",
@@ -51,6 +59,8 @@ class Ztunnel:
             self._ready.close()
         if self._metrics is not None:
             self._metrics.cancel()
+        if self._admin is not None:
+            self._admin.close()
         for p in self.proxies:
             await p.close()
         await self.certs.close()
