@@ -3,7 +3,13 @@
 All netlink work happens in this process: one pyroute2 socket per namespace, opened
 while this thread is inside it (netns.entered), so nothing forks per object. Only
 iptables-restore and ipset run as subprocesses: once per namespace, atomically, as
-istio-cni does.
+istio-cni does. The iptables-restore runs overlap the netlink work (two worker threads,
+each started from inside its namespace, so the fork is a cheap vfork with no Python in
+the child); every ruleset is in place before the first process starts.
+
+netlab's own processes (`python -m netlab...`) are forked from one pre-imported
+interpreter (kernel/zygote.py) started as soon as the fabric namespace exists, so its
+imports overlap the build too; other commands start as fresh processes.
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ import os
 import subprocess
 import sys
 import time
-from typing import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Sequence
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -22,6 +29,7 @@ from netlab.kernel import netns as nsmod
 from netlab.kernel import processes
 from netlab.kernel.interrupts import Guard
 from netlab.kernel.ownership import SUPERVISOR, LabRecord, ProcessRecord
+from netlab.kernel.zygote import Zygote, eligible, module_of
 from netlab.plan.state import DesiredState, ProcessSpec, ReadyCheck
 from netlab.readiness import NotReady, ReadyPipe
 
@@ -29,6 +37,8 @@ Progress = Callable[[str, int, int], None]  # (step, done, total)
 RTNH_F_ONLINK = 4
 NUD_PERMANENT = 0x80
 LOOPBACK_IFINDEX = 1  # the kernel gives lo index 1 in every namespace
+RULESET_WORKERS = 2  # iptables-restore runs in flight beside the netlink work
+ZYGOTE = "zygote"  # its log's name; it is not a process of the lab (it exits at the end of `up`)
 
 
 def _noop(step: str, done: int, total: int) -> None:
@@ -51,21 +61,30 @@ class Applier:
         self._ifindex: dict[tuple[str, str], int] = {}
         self._ready: dict[str, ReadyPipe] = {}  # process name -> its ready pipe
         self._restart: list[processes.RestartSpec] = []  # how the supervisor starts each again
+        self._zygote: Zygote | None = None
+        self._rules_pool: ThreadPoolExecutor | None = None
+        self._rules: list[Future[None]] = []
 
     # -- public -------------------------------------------------------------------------
     def apply(self, state: DesiredState, ready_timeout: float = 20.0) -> None:
         try:
             self._namespaces(state)
+            self._start_zygote(state)
+            self._ipsets(state)  # before the rulesets: the host-probe SNAT rule names its set
+            self._start_rulesets(state)
             self._links(state)
             self._addresses_routes(state)
             self._sysctls(state)
-            self._ipsets(state)
             self._rulesets(state)
             self._processes(state, ready_timeout)
             self._supervisor(state, ready_timeout)
         except NetlinkError as e:
             raise KernelError(f"netlink refused a change: {e}") from e
         finally:
+            self._stop_rulesets()
+            if self._zygote is not None:
+                self._zygote.close()
+                self._zygote = None
             for s in self.sockets.values():
                 s.close()
             self.sockets.clear()
@@ -166,18 +185,42 @@ class Applier:
             lines = [f"create {s.name} {s.type} -exist"] + [f"add {s.name} {m} -exist" for m in s.members]
             self._run_in(s.netns, ["ipset", "restore"], "\n".join(lines) + "\n")
 
+    def _start_rulesets(self, state: DesiredState) -> None:
+        """Start every iptables-restore on worker threads; `_rulesets` waits for them."""
+        if not state.rulesets:
+            return
+        self._rules_pool = ThreadPoolExecutor(RULESET_WORKERS, thread_name_prefix="iptables-restore")
+        self._rules = [self._rules_pool.submit(self._run_in, rs.netns, ["iptables-restore", "--noflush"],
+                                               rs.text) for rs in state.rulesets]
+
     def _rulesets(self, state: DesiredState) -> None:
-        for i, rs in enumerate(state.rulesets):
-            self._run_in(rs.netns, ["iptables-restore", "--noflush"], rs.text)
-            self.progress("iptables", i + 1, len(state.rulesets))
+        """Every ruleset in place (or the first failure raised), and the workers gone, so
+        no thread runs while processes are forked."""
+        for i, done in enumerate(self._rules):
+            self.checkpoint()
+            done.result()
+            self.progress("iptables", i + 1, len(self._rules))
+        self._stop_rulesets()
+
+    def _stop_rulesets(self) -> None:
+        if self._rules_pool is not None:
+            self._rules_pool.shutdown(wait=True, cancel_futures=True)
+            self._rules_pool = None
 
     def _processes(self, state: DesiredState, timeout: float) -> None:
         logs = os.path.join(self.record.dir, "logs")
         os.makedirs(logs, exist_ok=True)
-        for i, spec in enumerate(state.processes):
-            self.checkpoint()
-            self._spawn(spec, logs)
-            self.progress("processes", i + 1, len(state.processes))
+        try:
+            for i, spec in enumerate(state.processes):
+                self.checkpoint()
+                self._spawn(spec, logs)
+                if i % 20 == 0:
+                    self.progress("processes", i + 1, len(state.processes))
+        finally:
+            # One journal write for the phase: a process started before it and not yet
+            # recorded lives in a lab namespace, where teardown finds it (destroy).
+            self.record.save()
+        self.progress("processes", len(state.processes), len(state.processes))
         for spec, rec in zip(state.processes, self.record.processes):
             pipe = self._ready.pop(spec.name, None)
             if pipe is not None:
@@ -205,11 +248,30 @@ class Applier:
         restart = processes.RestartSpec(spec.name, spec.netns, tuple(argv), os.path.join(logs, f"{safe}.log"),
                                         resolv, dict(spec.env), spec.uid, spec.gid, spec.signals_ready,
                                         spec.ready)
-        rec = processes.spawn(spec.name, spec.netns, argv, restart.log, resolv, env=restart.env,
-                              uid=spec.uid, gid=spec.gid, ready=pipe)
+        rec = self._start(spec.name, spec.netns, argv, restart.log, resolv, env=restart.env,
+                          uid=spec.uid, gid=spec.gid, ready=pipe)
         self._restart.append(restart)
         self.record.processes.append(rec)
-        self.record.save()
+
+    def _start_zygote(self, state: DesiredState) -> None:
+        """The pre-imported interpreter netlab's own processes fork from (kernel/zygote.py)."""
+        modules = sorted({module_of(p.argv) for p in state.processes if eligible(p.argv)})
+        if not modules:
+            return
+        modules.append("netlab.kernel.supervisor")  # started from it too, last
+        self.checkpoint()
+        fabric = next(n.name for n in state.netns if n.role == "fabric")
+        logs = os.path.join(self.record.dir, "logs")
+        os.makedirs(logs, exist_ok=True)
+        self._zygote = Zygote(fabric, os.path.join(logs, f"{ZYGOTE}.log"), modules)
+
+    def _start(self, name: str, netns: str, argv: Sequence[str], log: str, resolv: str | None = None,
+               env: dict[str, str] | None = None, uid: int = 0, gid: int = 0,
+               ready: ReadyPipe | None = None) -> ProcessRecord:
+        """Fork from the zygote what it can run; start anything else as a fresh process."""
+        if self._zygote is not None and eligible(argv):
+            return self._zygote.spawn(name, netns, argv, log, resolv, env, uid, gid, ready)
+        return processes.spawn(name, netns, argv, log, resolv, env=env, uid=uid, gid=gid, ready=ready)
 
     def _supervisor(self, state: DesiredState, timeout: float) -> None:
         """Last step: the kubelet stand-in that restarts what dies (kernel/supervisor.py)."""
@@ -220,8 +282,8 @@ class Applier:
         fabric = next(n.name for n in state.netns if n.role == "fabric")
         log = os.path.join(self.record.dir, "logs", f"{SUPERVISOR}.log")
         with ReadyPipe() as pipe:
-            rec = processes.spawn(SUPERVISOR, fabric, [sys.executable, "-m", "netlab.kernel.supervisor",
-                                                       self.record.lab], log, ready=pipe)
+            rec = self._start(SUPERVISOR, fabric, [sys.executable, "-m", "netlab.kernel.supervisor",
+                                                   self.record.lab], log, ready=pipe)
             self.record.processes.append(rec)
             self.record.save()
             wait_signalled(pipe, rec, timeout, self.guard)
@@ -251,13 +313,13 @@ class Applier:
 
 def run_netns_only(netns: str, argv: list[str], stdin: str | None = None,
                    timeout: float = 30) -> subprocess.CompletedProcess:
-    """Run a tool in a namespace's network stack only (no mount namespace needed)."""
-    def enter() -> None:
-        fd = os.open(nsmod.path(netns), os.O_RDONLY)
-        nsmod.setns(fd, nsmod.CLONE_NEWNET)
+    """Run a tool in a namespace's network stack only (no mount namespace needed).
 
-    return subprocess.run(argv, input=stdin, capture_output=True, text=True, preexec_fn=enter,
-                          timeout=timeout)
+    Started from this thread while it is inside the namespace: the child inherits the
+    thread's namespace, and with no Python to run between fork and exec, subprocess
+    uses vfork (2.4 ms per iptables-restore here, against 5.7 ms with a preexec_fn)."""
+    with nsmod.entered(netns):
+        return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)
 
 
 def wait_signalled(pipe: ReadyPipe, rec: ProcessRecord, timeout: float,

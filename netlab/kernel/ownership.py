@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from netlab.plan import naming
@@ -84,10 +84,18 @@ class LabRecord:
         return naming.state_dir(self.lab)
 
     def save(self) -> None:
+        """Write the whole record atomically (tmp file, then rename).
+
+        Encoded in one `json.dumps` call without indentation, which CPython does in C:
+        `asdict` deep-copies the summary, and `json.dump` or any `indent` use the pure-Python
+        encoder, which made a 200-pod `up` spend 6 s of 11 writing this file."""
         os.makedirs(self.dir, exist_ok=True)
         tmp = os.path.join(self.dir, "state.json.tmp")
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["processes"] = [asdict(p) for p in self.processes]
+        text = json.dumps(d)
         with open(tmp, "w") as f:
-            json.dump(asdict(self), f, indent=1)
+            f.write(text)
         os.replace(tmp, os.path.join(self.dir, "state.json"))
 
     @classmethod

@@ -61,15 +61,18 @@ def spawn(name: str, netns_name: str, argv: Sequence[str], log_path: str,
 
 def start(netns_name: str, argv: Sequence[str], log_path: str,
           resolv_conf_path: str | None = None, env: dict[str, str] | None = None,
-          uid: int = 0, gid: int = 0, ready: ReadyPipe | None = None) -> subprocess.Popen[bytes]:
-    """`spawn`, returning the Popen: for a parent that stays to reap it (the supervisor)."""
+          uid: int = 0, gid: int = 0, ready: ReadyPipe | None = None,
+          pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
+    """`spawn`, returning the Popen: for a parent that stays to reap it (the supervisor).
+
+    `pass_fds`: more fds the child inherits (the zygote's control socket, kernel/zygote.py)."""
     log: IO[bytes] = open(log_path, "ab", buffering=0)
     try:
         return subprocess.Popen(
             list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, close_fds=True,
             env={**os.environ, **(env or {}), **(ready.env() if ready else {})},
-            pass_fds=ready.pass_fds() if ready else (),
+            pass_fds=(ready.pass_fds() if ready else ()) + tuple(pass_fds),
             preexec_fn=lambda: _enter(netns_name, resolv_conf_path, uid, gid))
     finally:
         log.close()

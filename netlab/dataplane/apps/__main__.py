@@ -13,6 +13,10 @@ import sys
 from typing import Sequence
 
 IMAGES = ("http-echo", "tcp-echo", "reverse-proxy", "sleep")
+# What netlab's process zygote (netlab/kernel/zygote.py) imports once, before it forks
+# each pod's app: every image's module, so no forked app imports anything at start.
+PRELOAD = ("netlab.dataplane.apps._serve", "netlab.dataplane.apps.http_echo",
+           "netlab.dataplane.apps.tcp_echo", "netlab.dataplane.apps.reverse_proxy")
 
 
 def parser() -> argparse.ArgumentParser:
