@@ -16,6 +16,16 @@ several per connection) is not subscribed, see docs/events.md.
 Conntrack only tracks in a netns whose netfilter rules need it (a nat table, a
 conntrack/state match). A netns without such rules yields no events: that is the
 kernel's lazy hook registration, not a collector fault.
+
+When: a message is read up to 50 ms (the poll period) after the kernel made it, so the
+read time would put a REDIRECT after the handshake it rewrote. Linux >= 6.14 stamps
+every event with CTA_TIMESTAMP_EVENT (wall clock, ns) when the netns has
+`net.netfilter.nf_conntrack_timestamp=1` and someone listens to events; that sysctl is
+per netns, so the collector turns it on in each scoped netns for the trace and puts the
+old value back at stop. The stamp is taken when the entry is allocated, i.e. when the
+first packet meets conntrack, and becomes the event's `ts_ns` (converted to the
+monotonic clock); `extra.ts_from` says `kernel`, or `read` on an older kernel (then
+netlab.observe.order places the event by its first packet).
 """
 
 from __future__ import annotations
@@ -47,6 +57,9 @@ NLMSG_ERROR, NLMSG_OVERRUN = 2, 4
 # enum ctattr_type / ctattr_tuple / ctattr_ip / ctattr_l4proto / ctattr_protoinfo
 CTA_TUPLE_ORIG, CTA_TUPLE_REPLY, CTA_STATUS, CTA_PROTOINFO = 1, 2, 3, 4
 CTA_MARK, CTA_ID, CTA_ZONE = 8, 12, 18
+CTA_TIMESTAMP, CTA_TIMESTAMP_EVENT = 20, 27  # the latter since Linux 6.14
+CTA_TIMESTAMP_START, CTA_TIMESTAMP_STOP = 1, 2
+TIMESTAMP_SYSCTL = "net/netfilter/nf_conntrack_timestamp"
 CTA_TUPLE_IP, CTA_TUPLE_PROTO = 1, 2
 CTA_IP_V4_SRC, CTA_IP_V4_DST, CTA_IP_V6_SRC, CTA_IP_V6_DST = 1, 2, 3, 4
 CTA_PROTO_NUM, CTA_PROTO_SRC_PORT, CTA_PROTO_DST_PORT = 1, 2, 3
@@ -62,7 +75,13 @@ PROTOS = {6: "tcp", 17: "udp", 1: "icmp"}
 
 _NLMSG = struct.Struct("=IHHII")
 _NLA = struct.Struct("=HH")
-_BE16, _BE32 = struct.Struct(">H"), struct.Struct(">I")
+_BE16, _BE32, _BE64 = struct.Struct(">H"), struct.Struct(">I"), struct.Struct(">Q")
+
+
+def realtime_offset() -> int:
+    """CLOCK_REALTIME - CLOCK_MONOTONIC now, in ns: turns the kernel's wall-clock
+    conntrack stamps into the clock every other event uses."""
+    return time.time_ns() - time.monotonic_ns()
 
 
 def _attrs(data: bytes, start: int, end: int) -> dict[int, tuple[int, int]]:
@@ -121,8 +140,11 @@ def messages(data: bytes) -> Iterator[tuple[int, int, int, int]]:
 
 
 def decode(data: bytes, mtype: int, flags: int, start: int, end: int, netns_name: str,
-           inode: int, ts_ns: int) -> Event | None:
-    """One ctnetlink message -> Event (None for messages that are not conntrack events)."""
+           inode: int, ts_ns: int, clock_offset: int | None = None) -> Event | None:
+    """One ctnetlink message -> Event (None for messages that are not conntrack events).
+
+    `ts_ns` is when the message was read; with `clock_offset` (realtime_offset()) a
+    kernel event stamp, when the message has one, replaces it."""
     if mtype >> 8 != NFNL_SUBSYS_CTNETLINK:
         return None
     if mtype & 0xFF == MSG_DELETE:
@@ -139,7 +161,17 @@ def decode(data: bytes, mtype: int, flags: int, start: int, end: int, netns_name
         return st.unpack_from(data, a[attr][0])[0] if attr in a else None
 
     extra: dict[str, Any] = {"reply": reply, "zone": be(CTA_ZONE, _BE16) or 0,
-                             "id": be(CTA_ID)}
+                             "id": be(CTA_ID), "ts_from": "read"}
+    stamp = be(CTA_TIMESTAMP_EVENT, _BE64)
+    if stamp and clock_offset is not None:
+        extra["read_ns"] = ts_ns
+        ts_ns = stamp - clock_offset
+        extra["ts_from"] = "kernel"
+    if CTA_TIMESTAMP in a and clock_offset is not None:  # DESTROY: the entry's lifetime
+        t = _attrs(data, *a[CTA_TIMESTAMP])
+        for key, attr in (("start_ns", CTA_TIMESTAMP_START), ("stop_ns", CTA_TIMESTAMP_STOP)):
+            if attr in t:
+                extra[key] = _BE64.unpack_from(data, t[attr][0])[0] - clock_offset
     status = be(CTA_STATUS)
     if status is not None:
         extra["status"] = status_names(status)
@@ -169,6 +201,20 @@ def _matches(ev: Event, scope: Scope) -> bool:
     return True
 
 
+def _sysctl(key: str, value: str | None = None) -> str | None:
+    """Read (or write) a sysctl of the calling thread's netns; None when it does not exist."""
+    path = f"/proc/sys/{key}"
+    if value is None:
+        try:
+            with open(path) as f:
+                return f.read().strip()
+        except FileNotFoundError:
+            return None
+    with open(path, "w") as f:
+        f.write(value)
+    return value
+
+
 class ConntrackCollector(Collector):
     name = "conntrack"
 
@@ -181,6 +227,7 @@ class ConntrackCollector(Collector):
         self._counters = {"events": 0, "lost": 0, "filtered": 0}
         self._notify: Any = None
         self._stash: list[Event] = []
+        self._stamps_restore: dict[str, str] = {}  # netns -> sysctl value before the trace
 
     def can_run(self) -> Capability:
         if os.geteuid() != 0:
@@ -208,6 +255,7 @@ class ConntrackCollector(Collector):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
                 sock.bind((0, self.groups))
                 sock.setblocking(False)
+                self._stamp_events(name)
         except BaseException:
             self.stop()
             raise
@@ -215,6 +263,26 @@ class ConntrackCollector(Collector):
         self._thread = threading.Thread(target=self._read, name="netlab-conntrack",
                                         daemon=True)
         self._thread.start()
+
+    def _stamp_events(self, name: str) -> None:
+        """Turn on the event timestamps in `name` for this trace (kept to restore)."""
+        try:
+            with nsmod.entered(name):
+                old = _sysctl(TIMESTAMP_SYSCTL)
+                if old is not None and old != "1":
+                    _sysctl(TIMESTAMP_SYSCTL, "1")
+                    self._stamps_restore[name] = old
+        except OSError:
+            pass  # no nf_conntrack in this netns: its events stay stamped by read time
+
+    def _unstamp_events(self) -> None:
+        for name, old in self._stamps_restore.items():
+            try:
+                with nsmod.entered(name):
+                    _sysctl(TIMESTAMP_SYSCTL, old)
+            except OSError:
+                pass  # the netns went away with its lab
+        self._stamps_restore = {}
 
     def _read(self) -> None:
         # A timer, not select(): at thousands of connections/s a wakeup per message
@@ -253,6 +321,7 @@ class ConntrackCollector(Collector):
     def flush(self) -> list[Event]:
         out, self._stash = self._stash, []
         raw = self._raw
+        offset = realtime_offset()
         while raw:
             try:
                 data, name, ino, now = raw.popleft()
@@ -262,7 +331,7 @@ class ConntrackCollector(Collector):
                 if mtype in (NLMSG_ERROR, NLMSG_OVERRUN):
                     self._counters["lost"] += 1
                     continue
-                ev = decode(data, mtype, flags, start, end, name, ino, now)
+                ev = decode(data, mtype, flags, start, end, name, ino, now, offset)
                 if ev is None:
                     continue
                 if not _matches(ev, self._scope):
@@ -283,6 +352,7 @@ class ConntrackCollector(Collector):
             finally:
                 sock.close()
         self._socks = []
+        self._unstamp_events()
         # Decode the rest now so the counters are final; a Tracer takes them with its
         # next flush() (right after stop), a plain sink gets them here.
         rest = self.flush()

@@ -8,7 +8,14 @@ it is preferred over `nft monitor trace`.
 
 Our trace rules carry a comment with a per-run id; stop() deletes exactly those rules
 and checks iptables-save afterwards. If the raw table did not exist before, and is
-empty again, it is deleted too, so the netns is left as found.
+empty again, it is deleted too, so the netns is left as found. The trace's own rules
+(and the raw chains' verdicts in a netns whose raw table exists only for the trace)
+are never emitted: they are how netlab looks, not what the lab does.
+
+When: a trace message carries no time, and xtables-monitor's line is read up to ~20 ms
+after the packet. `ts_ns` is that read time (`extra.ts_from` = `read`, kept as
+`extra.read_ns`); netlab.observe.order moves each event next to the packet it belongs
+to, found by the IP identification and tuple (`extra.ip_id`).
 """
 
 from __future__ import annotations
@@ -121,6 +128,7 @@ class NftraceCollector(Collector):
         self._counters = {"events": 0, "lost": 0, "rules_added": 0, "rules_removed": 0}
         self._packets: dict[tuple[str, str], dict[str, Any]] = {}
         self._lock = threading.Lock()
+        self._counters["hidden"] = 0  # events of the trace's own rules, not emitted
 
     def can_run(self) -> Capability:
         if os.geteuid() != 0:
@@ -180,12 +188,26 @@ class NftraceCollector(Collector):
                 pkt = self._packets.get((name, rec["id"]), {})
                 self._emit(rec, pkt, name, now)
 
+    def own(self, rec: dict[str, Any], name: str) -> bool:
+        """Is this trace line about netlab's own tracing: its TRACE rule, or a chain
+        of a raw table that exists only because the trace made it?"""
+        if self._tag in (rec.get("rule") or ""):
+            return True
+        return rec.get("table") == "raw" and name in self._created_raw
+
     def _emit(self, rec: dict[str, Any], pkt: dict[str, Any], name: str, now: int) -> None:
+        if self.own(rec, name):
+            self._counters["hidden"] += 1
+            return
         f = pkt.get("fields", {})
         kind = "nf_rule" if rec["what"] == "rule" else "nf_verdict"
         extra = {k: rec[k] for k in ("table", "chain", "verdict", "rule", "handle") if k in rec}
         extra["trace_id"] = rec["id"]
         extra["hook_type"] = rec["what"]  # rule / policy / return
+        extra["ts_from"], extra["read_ns"] = "read", now
+        for key, field_name in (("ip_id", "ID"), ("len", "LEN")):
+            if f.get(field_name, "").isdigit():
+                extra[key] = int(f[field_name])
         for key in ("IN", "OUT"):
             if key in f:
                 extra[key.lower()] = f[key]

@@ -4,6 +4,12 @@ dumpcap is used rather than scapy: it writes pcapng with interface metadata, kee
 up at veth speed, and flushes cleanly on SIGTERM. It runs inside each netns through
 `ip netns exec`, which binds the capture socket there. Files are named
 `<netns>__<ifname>.pcapng` so a file says where it was taken.
+
+Never in promiscuous mode (`dumpcap -p`): a promiscuous bridge device hands every frame
+it forwards up to its own IP stack too, which drops each one as PACKET_OTHERHOST
+(`ip_rcv_core`), so the capture itself would put a "drop" on every cross-node flow.
+Nothing is lost by it: a bridge's ports are promiscuous anyway (the bridge sets them),
+and their own files hold the frames the bridge forwards between them.
 """
 
 from __future__ import annotations
@@ -69,7 +75,8 @@ class PcapWriter:
             for ifname in lab_interfaces(name):
                 path = self.dir / self.filename(name, ifname)
                 proc = subprocess.Popen(
-                    ["ip", "netns", "exec", name, "dumpcap", "-i", ifname, "-w", str(path), "-n"],
+                    ["ip", "netns", "exec", name, "dumpcap", "-p", "-i", ifname, "-w", str(path),
+                     "-n"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                 self._procs.append((proc, path))
         for proc, path in self._procs:

@@ -23,6 +23,7 @@ from netlab.errors import NetlabError
 from netlab.observe import registry
 from netlab.observe.collector import Collector, Scope
 from netlab.observe.events import Event
+from netlab.observe.order import place
 from netlab.observe.timeline import Timeline, build_timelines
 
 
@@ -83,7 +84,10 @@ class Tracer:
 
     @property
     def events(self) -> list[Event]:
-        """A time-ordered snapshot (ring buffers and threads deliver out of order)."""
+        """A time-ordered snapshot (ring buffers and threads deliver out of order).
+
+        After stop(), conntrack and nftrace events stand at their packets' times
+        (netlab.observe.order); while running, at the time they were read."""
         self._collect()
         with self._cond:
             return sorted(self._events, key=lambda e: e.ts_ns)
@@ -162,6 +166,9 @@ class Tracer:
         self._running = []
         try:
             self._collect()
+            # The set is final: tie conntrack/nftrace events to their packets' times.
+            with self._cond:
+                self._events = place(self._events)
         except Exception as e:  # noqa: BLE001
             errors.append(e)
         if errors:

@@ -38,7 +38,7 @@ class RawEvent(ctypes.Structure):
         ("sport", ctypes.c_uint16), ("dport", ctypes.c_uint16), ("proto", ctypes.c_uint8),
         ("tcp_flags", ctypes.c_uint8), ("has_tuple", ctypes.c_uint8),
         ("dev_from", ctypes.c_uint8), ("ifname", ctypes.c_char * 16),
-        ("l3proto", ctypes.c_uint16), ("pad0", ctypes.c_uint16), ("pad1", ctypes.c_uint32),
+        ("l3proto", ctypes.c_uint16), ("ip_id", ctypes.c_uint16), ("pad1", ctypes.c_uint32),
     ]
 
 
@@ -120,6 +120,8 @@ class Decoder:
                 extra["ethertype"] = ETHERTYPES.get(raw.l3proto, hex(raw.l3proto))
             extra["len"] = raw.len
             extra["skb"] = hex(raw.skbaddr)
+            if raw.has_tuple:
+                extra["ip_id"] = raw.ip_id
         if kind == "drop":
             ev.reason = self.reasons.get(raw.reason, f"reason_{raw.reason}")
             loc = self._ksym(raw.location)

@@ -62,7 +62,7 @@ struct event_t {
     u8 dev_from;  // 0 none, 1 skb->dev, 2 dst->dev, 3 sock
     char ifname[16];
     u16 l3proto;  // host byte order: 0x0800 IPv4, 0x0806 ARP, 0x86dd IPv6
-    u16 pad0;
+    u16 ip_id;  // IPv4 identification (host order): joins an nftrace packet to this one
     u32 pad1;
 };
 
@@ -236,6 +236,7 @@ struct pkt_t {
     u16 sport;
     u16 dport;
     u16 l3proto;
+    u16 ip_id;
     u8 proto;
     u8 flags;
     u8 has_tuple;
@@ -317,6 +318,7 @@ static __always_inline void parse_pkt(struct pkt_t *p, struct skb_hot *v) {
         return;
     u32 ihl = (h[0] & 0x0f) * 4;
     p->proto = h[9];
+    p->ip_id = (h[4] << 8) | h[5];
     __builtin_memcpy(&p->saddr, &h[12], 4);
     __builtin_memcpy(&p->daddr, &h[16], 4);
     p->has_tuple = 1;
@@ -399,6 +401,7 @@ static __always_inline int on_skb(const void *skb, u32 kind, u32 reason, u64 loc
     e->sport = p.sport;
     e->dport = p.dport;
     e->l3proto = p.l3proto;
+    e->ip_id = p.ip_id;
     e->proto = p.proto;
     e->tcp_flags = p.flags;
     e->has_tuple = p.has_tuple;
