@@ -1,8 +1,9 @@
 """`netlab trace` and `netlab doctor`: render what observe/ collects.
 
 Output contract (docs/events.md, "`netlab trace` output"): with --json, stdout carries
-only JSON lines (events, then timelines, then one counters line, then the command's
-exit code), so the traced command's own output goes to stderr there.
+only JSON lines (events, then timelines, then stories, then one counters line, then the
+key log, then the command's exit code), so the traced command's own output goes to
+stderr there.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from rich.table import Table
 from netlab.cli.render import err, out
 from netlab.kernel.lifecycle import require_root
 from netlab.observe.lab_trace import LabTrace, trace_lab
-from netlab.observe.timeline import render_text
+from netlab.observe.story_text import Line, render_other, render_story
+
+_STYLES = {"head": "bold", "drop": "bold red", "reset": "red", "deny": "bold red",
+           "retx": "yellow", "proxy": "cyan", "nat": "magenta", "dim": "dim"}
 
 
 @click.command("trace", context_settings={"ignore_unknown_options": True})
@@ -27,15 +31,21 @@ from netlab.observe.timeline import render_text
 @click.option("--pod", help="Where `-- CMD` runs (ns/name or a unique name); required with CMD.")
 @click.option("--port", type=int, help="Only packets/connections with this port (either side).")
 @click.option("--json", "as_json", is_flag=True,
-              help="JSON lines: events, then {\"timeline\": ...}, counters, command.")
+              help="JSON lines: events, {\"timeline\": ...}, {\"story\": ...}, counters, "
+                   "keylog, command.")
 @click.option("--pcap", type=click.Path(file_okay=False),
-              help="Also write one pcapng per interface of every traced netns here.")
+              help="Also write one pcapng per interface of every traced netns here, and the "
+                   "proxies' TLS key log (tls-keys.log) to decrypt HBONE.")
 @click.option("--duration", type=float, help="Without CMD: stop after this many seconds.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Every event of every leg, and every hop of the other flows.")
 def trace(lab: str, command: tuple[str, ...], pod: str | None, port: int | None,
-          as_json: bool, pcap: str | None, duration: float | None) -> None:
+          as_json: bool, pcap: str | None, duration: float | None, verbose: bool) -> None:
     """Trace LAB's namespaces: around `-- CMD` run in --pod, or until Ctrl-C/--duration.
 
-    Exits with CMD's exit code when a command is given."""
+    Prints one story per user connection: its DNS lookup, its connection to the proxy,
+    the HBONE connection that carried it and the proxy's connection to the app, with
+    the proxies' decisions. Exits with CMD's exit code when a command is given."""
     if command and command[0] == "--":
         command = command[1:]
     require_root()
@@ -50,7 +60,7 @@ def trace(lab: str, command: tuple[str, ...], pod: str | None, port: int | None,
     if as_json:
         _print_json_lines(t)
     else:
-        _render_text(out(), t)
+        _render_text(out(), t, verbose)
     _warn_lost(err(), t.counters)
     if t.command is not None:
         err().print(f"command exited with code {t.command.returncode}", highlight=False)
@@ -64,7 +74,11 @@ def _say(msg: str) -> None:
 def _print_json_lines(t: LabTrace) -> None:
     lines = [e.to_json() for e in t.events]
     lines += [json.dumps({"timeline": tl.to_dict()}, sort_keys=True) for tl in t.timelines]
+    lines += [json.dumps({"story": s.to_dict()}, sort_keys=True) for s in t.stories]
     lines.append(json.dumps({"counters": t.counters, "skipped": t.skipped}, sort_keys=True))
+    if t.keylog:
+        lines.append(json.dumps({"keylog": {"file": t.keylog, "tshark": t.tshark or ''}},
+                                sort_keys=True))
     if t.command is not None:
         pod = f"{t.pod['namespace']}/{t.pod['name']}" if t.pod else None
         lines.append(json.dumps({"command": {"argv": t.argv, "pod": pod,
@@ -73,17 +87,23 @@ def _print_json_lines(t: LabTrace) -> None:
     sys.stdout.flush()
 
 
-def _render_text(o: Console, t: LabTrace) -> None:
-    """Readable view: timelines (drop lines in red), the lab-wide first drop, counters."""
-    for tl in t.timelines:
+def _print_lines(o: Console, lines: list[Line]) -> None:
+    for style, text in lines:
+        st = _STYLES.get(style)
+        o.print(f"[{st}]{escape(text)}[/]" if st else escape(text), highlight=False,
+                soft_wrap=True)
+
+
+def _render_text(o: Console, t: LabTrace, verbose: bool = False) -> None:
+    """Stories (one per user connection), the other flows, the first drop, counters."""
+    for s in t.stories:
         o.print()
-        for line in render_text(tl).splitlines():
-            if "FIRST DROP" in line:
-                o.print(f"[bold red]{escape(line)}[/]", highlight=False, soft_wrap=True)
-            elif ":drop" in line:
-                o.print(f"[red]{escape(line)}[/]", highlight=False, soft_wrap=True)
-            else:
-                o.print(escape(line), highlight=False, soft_wrap=True)
+        _print_lines(o, render_story(s, t.lab, verbose))
+    if t.other:
+        o.print()
+        o.print(f"[bold]other flows ({len(t.other)})[/]", highlight=False)
+        for tl in t.other:
+            _print_lines(o, render_other(tl, t.lab, verbose))
     drops = [(tl.first_drop["ts_ns"], tl) for tl in t.timelines if tl.first_drop]
     o.print()
     if drops:
@@ -95,7 +115,12 @@ def _render_text(o: Console, t: LabTrace) -> None:
                 f"[{escape(str(d.get('tcp_flags') or ''))}]", highlight=False)
     else:
         o.print("no drops seen")
-    table = Table("collector", "counters", title=f"{len(t.events)} events, {len(t.timelines)} timelines")
+    if t.keylog:
+        o.print(f"TLS key log: {escape(t.keylog)}  (HBONE opened during the trace; decode with)",
+                highlight=False)
+        o.print(f"  {escape(t.tshark or '')}", highlight=False, soft_wrap=True)
+    table = Table("collector", "counters", title=f"{len(t.events)} events, "
+                  f"{len(t.timelines)} flows, {len(t.stories)} stories")
     for name, c in t.counters.items():
         cells = ", ".join(f"{k}={v}" for k, v in sorted(c.items()))
         table.add_row(name, f"[bold red]{cells}[/]" if c.get("lost") else cells)

@@ -19,6 +19,9 @@ from netlab.kernel import query
 from netlab.kernel.processes import run_in
 from netlab.observe import registry
 from netlab.observe.events import Event
+from netlab.observe.keylog import KeylogSwitch, decode_command
+from netlab.observe.proxylog import LogWindow
+from netlab.observe.story import LabView, Story, build_stories
 from netlab.observe.timeline import Timeline
 from netlab.observe.tracer import Tracer
 
@@ -27,7 +30,11 @@ Say = Callable[[str], None]
 
 @dataclass
 class LabTrace:
-    """What one trace saw. `command` is set when a command ran (its output captured)."""
+    """What one trace saw. `command` is set when a command ran (its output captured).
+
+    `events` holds the packet events and the proxies' access-log events (source
+    "proxy"); `timelines` are built from the packet events only; `stories` join them
+    per user connection and `other` is every flow no story took."""
 
     events: list[Event]
     timelines: list[Timeline]
@@ -36,6 +43,11 @@ class LabTrace:
     pod: dict[str, Any] | None = None
     argv: list[str] = field(default_factory=list)
     command: subprocess.CompletedProcess[bytes] | None = None
+    stories: list[Story] = field(default_factory=list)
+    other: list[Timeline] = field(default_factory=list)
+    lab: LabView = field(default_factory=LabView)
+    keylog: str | None = None  # the TLS key log written beside the pcaps
+    tshark: str | None = None  # the command that decodes HBONE with it
 
 
 def unusable(names: Sequence[str]) -> dict[str, str]:
@@ -65,6 +77,29 @@ def trace_lab(lab: str, *, pod: str | None = None, argv: Sequence[str] = (),
     for name, reason in skipped.items():
         say(f"collector {name} skipped: {reason}")
     where = f"tracing {len(scope)} netns of {lab}{f' (port {port})' if port else ''}"
+    logs = LogWindow({p.name: (p.log, p.netns) for p in record.processes}).start()
+    switch = KeylogSwitch(record.dir, pcap_dir) if pcap_dir else None
+    keylog = str(switch.start()) if switch else None
+    try:
+        tracer, result = _run(scope, port, names, pcap_dir, target, argv, duration, record,
+                              where, say)
+    finally:
+        if switch:
+            switch.stop()
+    packets = tracer.events
+    timelines = tracer.timelines()
+    proxy = logs.events()
+    view = LabView.from_summary(record.summary)
+    stories, other = build_stories(timelines, proxy, view)
+    return LabTrace(sorted(packets + proxy, key=lambda e: e.ts_ns), timelines, tracer.counters,
+                    {**skipped, **tracer.skipped}, target, list(argv), result, stories, other,
+                    view, keylog, decode_command(stories, keylog) if keylog else None)
+
+
+def _run(scope: dict[str, int], port: int | None, names: tuple[str, ...], pcap_dir: str | None,
+         target: dict[str, Any] | None, argv: Sequence[str], duration: float | None,
+         record: Any, where: str,
+         say: Say) -> tuple[Tracer, subprocess.CompletedProcess[bytes] | None]:
     result: subprocess.CompletedProcess[bytes] | None = None
     with Tracer(scope, port=port, collectors=names, pcap_dir=pcap_dir, strict=False) as tracer:
         if target is not None:
@@ -81,5 +116,4 @@ def trace_lab(lab: str, *, pod: str | None = None, argv: Sequence[str] = (),
             except KeyboardInterrupt:
                 say("stopping")
         tracer.drain()
-    return LabTrace(tracer.events, tracer.timelines(), tracer.counters,
-                    {**skipped, **tracer.skipped}, target, list(argv), result)
+    return tracer, result

@@ -84,17 +84,19 @@ class Hop:
     ack: int | None = None
     reason: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    mark: int | None = None  # skb->mark (bpf), ct mark (conntrack)
 
 
 _DETAIL_KEYS = ("location", "verdict", "rule", "table", "chain", "oldstate", "newstate",
-                "state", "status", "reply", "dev_from", "sk_state")
+                "state", "status", "reply", "dev_from", "sk_state", "ts_from", "ip_id", "in",
+                "out")
 
 
 def _hop(ev: Event) -> Hop:
     return Hop(ts_ns=ev.ts_ns, netns=ev.netns or str(ev.netns_inode), ifname=ev.ifname,
                kind=ev.kind, source=ev.source, saddr=ev.saddr, sport=ev.sport,
                daddr=ev.daddr, dport=ev.dport, tcp_flags=ev.tcp_flags, seq=ev.seq,
-               ack=ev.ack, reason=ev.reason,
+               ack=ev.ack, reason=ev.reason, mark=ev.mark,
                detail={k: ev.extra[k] for k in _DETAIL_KEYS if k in ev.extra})
 
 
@@ -108,8 +110,9 @@ class Timeline:
     hops: list[Hop]
     first_drop: dict[str, Any] | None
     retransmissions: list[dict[str, Any]]
-    resets: list[dict[str, Any]]
+    resets: list[dict[str, Any]]  # one per RST segment, with the hops it was seen at
     nf_verdicts: list[dict[str, Any]]
+    drops: list[dict[str, Any]] = field(default_factory=list)  # on the path, in order
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,7 +151,8 @@ def _forward_tuples(evs: list[Event], client: dict[str, Any]) -> list[dict[str, 
 
 
 def _retransmissions(evs: list[Event]) -> list[dict[str, Any]]:
-    """SYN/FIN segments seen again with the same seq at the same point, plus the
+    """SYN/FIN segments seen again with the same seq at the same point (netns and
+    device: a bridge sends one segment on br0 and then on a port), plus the
     kernel's own SYN-ACK retransmit events. A segment counts when it is sent again
     (tx) or dropped again (drop): tcp:tcp_retransmit_synack fires only when the
     retransmitted SYN-ACK was sent successfully, so a SYN-ACK that the server's OUTPUT
@@ -162,7 +166,7 @@ def _retransmissions(evs: list[Event]) -> list[dict[str, Any]]:
                         "tuple": _tuple_dict(ev)})
         elif (ev.kind in ("tx", "drop") and ev.source == "bpf" and ev.tcp_flags
               and ev.seq is not None and ("S" in ev.tcp_flags or "F" in ev.tcp_flags)):
-            k = (ev.kind, ev.netns_inode, ev.tuple(), ev.seq, ev.tcp_flags)
+            k = (ev.kind, ev.netns_inode, ev.ifname, ev.tuple(), ev.seq, ev.tcp_flags)
             seen[k] = seen.get(k, 0) + 1
             if seen[k] > 1:
                 out.append({"ts_ns": ev.ts_ns, "netns": ev.netns, "kind": "retransmit",
@@ -172,20 +176,113 @@ def _retransmissions(evs: list[Event]) -> list[dict[str, Any]]:
     return out
 
 
+def _not_on_path(drop: Event, evs: list[Event]) -> str | None:
+    """Why a drop is not a loss on the traced path, or None when it is one.
+
+    A bridge whose device is promiscuous (a capture made it so) hands a copy of every
+    frame it forwards to its own IP stack, which frees it as PACKET_OTHERHOST: the frame
+    was never meant for that device. Such a copy is told from a real OTHERHOST loss by
+    the packet itself: the same segment (tuple, flags, seq, IP id) seen again later,
+    received in another netns or sent on another device.
+    """
+    if drop.reason != "OTHERHOST":
+        return None
+    same = (drop.tuple(), drop.tcp_flags, drop.seq, drop.extra.get("ip_id"))
+    for ev in evs:
+        if ev.ts_ns < drop.ts_ns or ev.source != "bpf" or ev.kind not in ("rx", "tx"):
+            continue
+        if (ev.tuple(), ev.tcp_flags, ev.seq, ev.extra.get("ip_id")) != same:
+            continue
+        if ev.netns_inode != drop.netns_inode or ev.ifname != drop.ifname:
+            return (f"a copy for {drop.ifname}'s own stack (PACKET_OTHERHOST: the device is "
+                    f"promiscuous); the packet went on to {ev.netns}/{ev.ifname}")
+    return None
+
+
+def _drop_dict(d: Event) -> dict[str, Any]:
+    return {"ts_ns": d.ts_ns, "netns": d.netns, "ifname": d.ifname, "reason": d.reason,
+            "tcp_flags": d.tcp_flags, "location": d.extra.get("location"),
+            "tuple": _tuple_dict(d)}
+
+
+SEND_RESET_SLACK_NS = 5_000_000  # tcp_send_reset fires around its segment's tx, either side
+
+
+def _resets(evs: list[Event]) -> list[dict[str, Any]]:
+    """One entry per RST segment, with every place it was seen (`hops`).
+
+    A reset crosses several interfaces and each one fires the packet hooks, so per-event
+    counting says "10 resets" for one RST. Hops of one segment share its sequence number
+    (NAT rewrites addresses, not seq); the socket events (`send_reset` has no seq) join
+    the segment sent to the same peer from their netns nearest in time (an active reset
+    fires the tracepoint after its tx), `recv_reset` the one last received there.
+    """
+    rsts: list[dict[str, Any]] = []
+    by_seq: dict[tuple[Any, ...], dict[str, Any]] = {}
+    sends = [e for e in evs if e.kind == "send_reset"]
+    recvs = [e for e in evs if e.kind == "recv_reset"]
+    for e in evs:
+        if e.kind not in ("tx", "rx", "drop") or not e.tcp_flags or "R" not in e.tcp_flags:
+            continue
+        key = (e.seq, e.tcp_flags)
+        r = by_seq.get(key)
+        if r is None:
+            r = by_seq[key] = {"ts_ns": e.ts_ns, "netns": e.netns, "tuple": _tuple_dict(e),
+                               "seq": e.seq, "tcp_flags": e.tcp_flags, "sent_by": None,
+                               "received_by": None, "hops": []}
+            rsts.append(r)
+        r["hops"].append({"ts_ns": e.ts_ns, "netns": e.netns, "ifname": e.ifname,
+                          "kind": e.kind, "tuple": _tuple_dict(e)})
+    for s in sends:  # the segment this socket event made: a tx in its netns, to the same peer
+        def gap(r: dict[str, Any], s: Event = s) -> int | None:
+            d = [abs(h["ts_ns"] - s.ts_ns) for h in r["hops"] if h["kind"] == "tx"
+                 and h["netns"] == s.netns and (h["tuple"]["daddr"], h["tuple"]["dport"])
+                 == (s.daddr, s.dport)]
+            return min(d) if d else None
+        near = [(g, r) for r in rsts if r["sent_by"] is None
+                for g in [gap(r)] if g is not None and g <= SEND_RESET_SLACK_NS]
+        r = min(near, key=lambda x: x[0])[1] if near else None
+        hop = {"ts_ns": s.ts_ns, "netns": s.netns, "ifname": None, "kind": s.kind,
+               "tuple": _tuple_dict(s), "sk_state": s.extra.get("sk_state")}
+        if r is None:  # its packet was not seen (e.g. out of scope): still one reset
+            r = {"ts_ns": s.ts_ns, "netns": s.netns, "tuple": _tuple_dict(s), "seq": None,
+                 "tcp_flags": "R", "sent_by": None, "received_by": None, "hops": []}
+            rsts.append(r)
+        r["sent_by"] = s.netns
+        r["netns"] = s.netns
+        r["hops"].append(hop)
+        r["ts_ns"] = min(r["ts_ns"], s.ts_ns)
+    for v in recvs:  # the segment last received in its netns
+        r = max((r for r in rsts if any(h["kind"] == "rx" and h["netns"] == v.netns
+                                        and h["ts_ns"] <= v.ts_ns for h in r["hops"])),
+                key=lambda r: r["ts_ns"], default=None)
+        hop = {"ts_ns": v.ts_ns, "netns": v.netns, "ifname": None, "kind": v.kind,
+               "tuple": _tuple_dict(v)}
+        if r is None:
+            r = {"ts_ns": v.ts_ns, "netns": v.netns, "tuple": _tuple_dict(v), "seq": None,
+                 "tcp_flags": "R", "sent_by": None, "received_by": None, "hops": []}
+            rsts.append(r)
+        r["received_by"] = v.netns
+        r["hops"].append(hop)
+    for r in rsts:
+        r["hops"].sort(key=lambda h: h["ts_ns"])
+    return sorted(rsts, key=lambda r: r["ts_ns"])
+
+
 def _timeline(n: int, evs: list[Event]) -> Timeline:
     evs.sort(key=lambda e: e.ts_ns)
     client = _client_tuple(evs)
-    drops = [e for e in evs if e.kind == "drop"]
-    first_drop = None
-    if drops:
-        d = drops[0]
-        first_drop = {"ts_ns": d.ts_ns, "netns": d.netns, "ifname": d.ifname,
-                      "reason": d.reason, "tcp_flags": d.tcp_flags,
-                      "location": d.extra.get("location"), "tuple": _tuple_dict(d)}
-    resets = [{"ts_ns": e.ts_ns, "netns": e.netns, "kind": e.kind, "ifname": e.ifname,
-               "tuple": _tuple_dict(e)} for e in evs
-              if e.kind in ("send_reset", "recv_reset")
-              or (e.kind in ("tx", "rx") and e.tcp_flags and "R" in e.tcp_flags)]
+    hops = [_hop(e) for e in evs]
+    drops = []
+    for ev, hop in zip(evs, hops):
+        if ev.kind != "drop":
+            continue
+        why = _not_on_path(ev, evs)
+        if why:
+            hop.detail["not_on_path"] = why
+        else:
+            drops.append(ev)
+    first_drop = _drop_dict(drops[0]) if drops else None
     ct = [{"ts_ns": e.ts_ns, "netns": e.netns, "kind": e.kind, "orig": _tuple_dict(e),
            "reply": e.extra.get("reply"), "status": e.extra.get("status"),
            "state": e.extra.get("state"), "mark": e.mark, "zone": e.extra.get("zone")}
@@ -199,8 +296,9 @@ def _timeline(n: int, evs: list[Event]) -> Timeline:
               f"{c.get('daddr')}:{c.get('dport')}"
     return Timeline(flow_id=flow_id, proto=c.get("proto"), client=client,
                     tuples=_forward_tuples(evs, client), conntrack=ct,
-                    hops=[_hop(e) for e in evs], first_drop=first_drop,
-                    retransmissions=_retransmissions(evs), resets=resets, nf_verdicts=nf)
+                    hops=hops, first_drop=first_drop,
+                    retransmissions=_retransmissions(evs), resets=_resets(evs), nf_verdicts=nf,
+                    drops=[_drop_dict(d) for d in drops])
 
 
 def build_timelines(events: Iterable[Event]) -> list[Timeline]:

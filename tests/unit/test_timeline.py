@@ -89,7 +89,8 @@ def test_first_drop_retransmissions_and_resets() -> None:
     assert tl.first_drop["location"] == "nft_do_chain+0x3e8"
     kinds = sorted((r["kind"], r.get("seen_as")) for r in tl.retransmissions)
     assert kinds == [("retransmit", "drop"), ("retransmit", "tx"), ("retransmit_synack", None)]
-    assert [r["kind"] for r in tl.resets] == ["send_reset"]
+    assert len(tl.resets) == 1  # a send_reset whose packet was not seen is still one reset
+    assert [h["kind"] for h in tl.resets[0]["hops"]] == ["send_reset"]
     text = render_text(tl)
     assert "FIRST DROP in server/eth0: NETFILTER_DROP" in text
     assert "retransmissions: 3" in text
@@ -112,3 +113,41 @@ def test_nftrace_verdicts_land_in_the_flow() -> None:
     assert tl.nf_verdicts[0]["verdict"] == "DROP"
     assert tl.nf_verdicts[0]["rule"] == "-t filter -A INPUT -p tcp -j DROP"
     assert tl.hops[0].detail["chain"] == "INPUT"
+
+
+def test_one_rst_is_counted_once_with_its_hops() -> None:
+    """A RST crossing four interfaces is one reset with five hops, not five resets."""
+    t = ("10.244.0.2", 40000, "10.244.1.2", 9080)
+    back = t[2:] + t[:2]
+    events = [
+        ev(1, "send_reset", 2, "server", back, flags="R", ifname=None),
+        ev(2, "tx", 2, "server", back, flags="R", seq=77),
+        ev(3, "rx", 3, "node-2", back, flags="R", seq=77, ifname="nlp0"),
+        ev(4, "tx", 3, "node-2", back, flags="R", seq=77),
+        ev(5, "rx", 1, "client", back, flags="R", seq=77),
+        ev(6, "recv_reset", 1, "client", t, ifname=None),
+    ]
+    tl = build_timelines(events)[0]
+    assert len(tl.resets) == 1
+    r = tl.resets[0]
+    assert (r["sent_by"], r["received_by"], r["seq"]) == ("server", "client", 77)
+    assert [(h["netns"], h["kind"]) for h in r["hops"]] == [
+        ("server", "send_reset"), ("server", "tx"), ("node-2", "rx"), ("node-2", "tx"),
+        ("client", "rx"), ("client", "recv_reset")]
+
+
+def test_promiscuous_bridge_copy_is_not_a_drop() -> None:
+    """br0 (promiscuous for a capture) frees its own copy as OTHERHOST while the frame
+    goes on through the bridge: not a drop. The same drop with the packet never seen
+    again is one."""
+    t = ("10.244.0.2", 43156, "10.244.1.2", 15008)
+    fabric, node2 = 5, 6
+    copy = ev(2, "drop", fabric, "fabric", t, flags="S", seq=9, reason="OTHERHOST",
+              ifname="br0", ip_id=11)
+    went_on = [ev(1, "rx", fabric, "fabric", t, flags="S", seq=9, ifname="br0", ip_id=11),
+               ev(3, "rx", node2, "node-2", t, flags="S", seq=9, ifname="eth0", ip_id=11)]
+    tl = build_timelines([copy, *went_on])[0]
+    assert tl.first_drop is None and tl.drops == []
+    assert "promiscuous" in tl.hops[1].detail["not_on_path"]
+    lost = build_timelines([copy, went_on[0]])[0]
+    assert lost.first_drop is not None and lost.first_drop["reason"] == "OTHERHOST"

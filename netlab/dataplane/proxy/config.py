@@ -11,9 +11,11 @@ import argparse
 import asyncio
 import ctypes
 import logging
+import os
 import sys
 from typing import Any, Awaitable, Callable, Sequence
 
+from netlab.dataplane import tlsutil
 from netlab.snapshot import ProxySnapshot, SnapshotError
 
 M_TRIM_THRESHOLD = -1
@@ -61,6 +63,10 @@ def main(proxy: str, run: Callable[[Any], Awaitable[None]],
     logging.basicConfig(level=a.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tune_malloc()
+    # The config lives in the lab's state dir, where `netlab trace --pcap` turns the TLS
+    # key log on and off for the running proxies (tlsutil.KEYLOG_SWITCH).
+    tlsutil.follow_keylog_switch(os.path.join(os.path.dirname(os.path.abspath(a.config)),
+                                              tlsutil.KEYLOG_SWITCH))
     try:
         snap = loader(a.config) if loader is not None else load(a.config, proxy)
     except (OSError, SnapshotError) as e:
