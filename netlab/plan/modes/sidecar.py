@@ -101,6 +101,15 @@ class SidecarMode(MeshMode):
         return dataclasses.replace(pod, labels=labels, tunnel=tunnel or pod.tunnel)
 
     def plan_kernel(self, ctx: PlanContext, pods: list[Workload]) -> None:
+        """The capture rules per pod, and a route per node's pod range in the fabric so the
+        lab CA (on the fabric bridge) can answer a sidecar asking from its pod's address,
+        as a real pod reaches istiod's Service (the waypoint mode adds the same routes)."""
+        fabric = naming.fabric_netns(ctx.lab.name)
+        have = {(r.netns, r.dst) for r in ctx.state.routes}
+        for node in ctx.state.nodes:
+            if (fabric, node.pod_cidr) not in have:
+                ctx.state.routes.append(RouteSpec(fabric, node.pod_cidr, via=node.ip,
+                                                  dev=naming.FABRIC_BRIDGE))
         for pod in pods:
             # One iptables-restore per pod: the rules land atomically, as istio-cni applies them.
             ctx.state.rulesets.append(RulesetSpec(pod.netns, sidecar_rules(pod), owner="istio-sidecar"))
@@ -121,8 +130,11 @@ class SidecarMode(MeshMode):
             state.processes.append(ProcessSpec(
                 name=process_name(pod), netns=pod.netns,
                 argv=(ctx.options.python, "-m", "netlab.dataplane.sidecar", "--config", "{config}"),
-                signals_ready=True, config=snap.to_json(),
-                uid=mesh.PROXY_UID, gid=mesh.PROXY_GID))
+                # Started as root, as the kubelet hands a pod its token: the proxy mints its
+                # pod-bound bootstrap from the lab CA's directory, then drops to istio-proxy's
+                # ids itself (uid/gid 1337; uid 0 + gid 1337 for TPROXY, as the injection
+                # template runs it) before it opens a socket, so the capture's owner match holds.
+                signals_ready=True, config=snap.to_json()))
 
 
 def process_name(pod: Workload) -> str:
