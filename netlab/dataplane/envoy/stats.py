@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Iterator, Literal
 
 from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
@@ -37,6 +38,9 @@ from netlab.snapshot import Workload
 UNKNOWN = "unknown"
 LATEST = "latest"
 PASSTHROUGH_CLUSTER = "PassthroughCluster"
+# Prometheus text format 0.0.4, which Envoy's /stats/prometheus serves; newer
+# prometheus_client calls its latest text format 1.0.0, which Prometheus 2.x does not name.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 Reporter = Literal["source", "destination", "waypoint"]
 Security = Literal["mutual_tls", "none", "unknown"]
 
@@ -223,6 +227,11 @@ class _Histogram:
 
 def _le(bound: float) -> str:
     return str(int(bound)) if float(bound).is_integer() else repr(bound)
+
+
+def exposition(registry: CollectorRegistry) -> tuple[str, bytes]:
+    """(Content-Type, body) of a scrape, for `proxy.admin.serve_metrics`."""
+    return CONTENT_TYPE, generate_latest(registry)
 
 
 class IstioStats(Collector):

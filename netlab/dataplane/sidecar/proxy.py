@@ -17,12 +17,14 @@ import asyncio
 import logging
 import os
 import sys
+from functools import partial
 
 from prometheus_client import CollectorRegistry
 
 from netlab import mesh
+from netlab.dataplane.ca import CAError
 from netlab.dataplane.envoy.accesslog import AccessLog
-from netlab.dataplane.envoy.stats import IstioStats
+from netlab.dataplane.envoy.stats import IstioStats, exposition
 from netlab.dataplane.proxy import certs
 from netlab.dataplane.proxy.admin import serve_metrics, serve_readiness
 from netlab.dataplane.sidecar.context import Env
@@ -31,6 +33,7 @@ from netlab.dataplane.sidecar.upstream import Connector
 from netlab.xds import SidecarSnapshot
 
 log = logging.getLogger("sidecar")
+CA_WAIT = 30.0
 
 
 def run_as(capture: str) -> tuple[int, int]:
@@ -57,7 +60,12 @@ class Sidecar:
             if snap.access_log.enabled else None
         self._admin: list[asyncio.Task[None]] = []
         self._ready: asyncio.AbstractServer | None = None
-        self.certs = certs.pod_cert_manager(snap, snap.workload)  # type: ignore[arg-type]
+        try:
+            self.certs = certs.pod_cert_manager(snap, snap.workload)  # type: ignore[arg-type]
+        except PermissionError as e:
+            raise SystemExit(
+                f"sidecar: cannot mint the pod's bootstrap ({e}); the sidecar must start as "
+                "root (the kubelet's part) and drops to uid/gid 1337 itself") from None
         drop_privileges(*run_as(snap.capture))
         self.connector = Connector(snap, self.certs)
         self.env = Env(snap, self.connector, self.stats, self.access_log)
@@ -66,15 +74,32 @@ class Sidecar:
     async def start(self) -> "Sidecar":
         try:
             pod = self.snap.workload
-            await self.certs.get(pod.namespace, pod.service_account)  # serve only once we have it
+            await self._first_certificate()
             await self.listeners.start()
-            self._admin = [serve_metrics(mesh.METRICS_PORT, self.registry),
-                           serve_metrics(mesh.ENVOY_STATS_PORT, self.registry)]
+            scrape = partial(exposition, self.registry)
+            self._admin = [serve_metrics(mesh.METRICS_PORT, scrape),
+                           serve_metrics(mesh.ENVOY_STATS_PORT, scrape)]
             self._ready = await serve_readiness(mesh.HEALTH_PORT)
         except BaseException:
             await self.close()
             raise
         return self
+
+    async def _first_certificate(self) -> None:
+        """Serve only with a certificate, as Envoy waits for its SDS secret; the lab CA may
+        still be starting (all of a lab's processes start at once), so the CSR is retried on
+        pilot-agent's kind of back-off until CA_WAIT seconds have passed."""
+        pod = self.snap.workload
+        async with asyncio.timeout(CA_WAIT):
+            delay = 0.05
+            while True:
+                try:
+                    await self.certs.get(pod.namespace, pod.service_account)
+                    return
+                except (OSError, TimeoutError, CAError) as e:
+                    log.debug("CA not answering yet (%s); retrying in %.2fs", e, delay)
+                await asyncio.sleep(delay)  # CSR retry back-off, not a readiness wait
+                delay = min(delay * 2, 1.0)
 
     def announce(self) -> None:
         w = self.snap.workload

@@ -9,8 +9,10 @@ The access-log line has `-` for method, path and protocol, and code 0.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from typing import Any
 
 from netlab.dataplane.envoy.accesslog import AccessEntry
 from netlab.dataplane.envoy.istio_tls import PEER_EXCHANGE
@@ -62,13 +64,34 @@ async def serve(env: Env, down: Downstream, tcp: TcpProxy, mx: bool) -> None:
         peer = _peer_by_ip(env, ep.address) or peer
     edge = _edge(env, down, up, service, mx, peer)
     env.stats.tcp_opened(edge)
-    r, w = CountingReader(down.reader), CountingWriter(down.writer)  # type: ignore[arg-type]
-    err = await pipe(r, w, up.reader, up.writer)
+    r, w = CountingReader(down.reader), CountingWriter(_half_close(down.writer))  # type: ignore[arg-type]
+    err = await pipe(r, w, up.reader, _half_close(up.writer))  # type: ignore[arg-type]
     if err:
         log.debug("tcp proxy %s ended: %s", tcp.cluster, err)
     entry.bytes_received, entry.bytes_sent = r.count, w.count
     env.stats.tcp_closed(edge, r.count, w.count)
     _log(env, entry)
+
+
+class _CloseOnEof:
+    """A TLS writer as the relay sees it: TLS has no half-close, so a FIN from the other side
+    closes the connection (close_notify, then FIN), as Envoy's TLS transport socket does."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._w = writer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._w, name)
+
+    def can_write_eof(self) -> bool:
+        return not self._w.transport.is_closing()
+
+    def write_eof(self) -> None:
+        self._w.close()
+
+
+def _half_close(writer: asyncio.StreamWriter) -> Any:
+    return _CloseOnEof(writer) if writer.get_extra_info("ssl_object") is not None else writer
 
 
 def _edge(env: Env, down: Downstream, up: Upstream | None, service: ServiceRef | None,
