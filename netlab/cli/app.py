@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from netlab.cli import bench, completion, labs, lifecycle, observe, proxies, telemetry, ztunnel
+from netlab.cli import bench, completion, export, labs, lifecycle, observe, proxies, telemetry, ztunnel
 from netlab.cli.render import err, fail
 from netlab.errors import NetlabError
 from netlab.kernel.interrupts import Interrupted
@@ -47,7 +47,7 @@ def main() -> None:
 def _add_groups(group: click.Group) -> None:
     """Each command module lists its commands; adding them here keeps the modules
     independent of this one (none imports `main`)."""
-    for module in (lifecycle, observe, proxies, labs, bench, telemetry, ztunnel, completion):
+    for module in (lifecycle, observe, proxies, labs, bench, telemetry, ztunnel, export, completion):
         for command in module.COMMANDS:
             group.add_command(command)
     completion.attach(group)  # lab and pod names complete wherever a command takes them

@@ -13,6 +13,7 @@ from typing import Any
 
 from netlab.mesh import PROXY_PORTS
 from netlab.model import BUILTIN_IMAGES, Container, ContainerPort, Deployment
+import netlab.topology.exported as exported
 import netlab.topology.ignored as ignored
 from netlab.topology.documents import Document, index, join
 from netlab.topology.fields import (NAME, NAME_HELP, SUBDOMAIN, SUBDOMAIN_HELP, check_fields, integer, mapping,
@@ -51,6 +52,7 @@ def parse_deployment(doc: Document) -> Deployment:
     _check_selector(doc, spec, labels)
 
     pod = mapping(doc, required(doc, template, TEMPLATE, "spec", "spec: {containers: [...]}"), POD)
+    pod, annotations = exported.restore(doc, pod, annotations)  # `netlab export`'s files read as the originals
     check_fields(doc, pod, POD, ("serviceAccountName", "nodeName", "nodeSelector", "containers"),
                  ignored.POD_SPEC, ignored.UNSUPPORTED_POD_SPEC)
     node_name = string(doc, pod, POD, "nodeName", pattern=NAME, pattern_help=NAME_HELP)
