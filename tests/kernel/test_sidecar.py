@@ -127,6 +127,8 @@ def test_wrong_host_goes_to_passthrough_in_plaintext(permissive: dict[str, Any])
     assert " PassthroughCluster " in line and line.endswith(" allow_any")
     served = last(permissive, "monitoring/prometheus-0", '"grafana-proxy.grafana:8080"')
     assert served.endswith(" - default")  # no SNI: it arrived in plaintext
+    by_pod = run_cli("logs", permissive["name"], "grafana/curl")  # the pod, as `exec` names it
+    assert by_pod.returncode == 0 and line in by_pod.stdout
 
 
 def test_strict_passthrough_is_istio_55472(strict: dict[str, Any]) -> None:
