@@ -99,3 +99,13 @@ def test_range_step_and_format() -> None:
     assert range_step(300) == 1 and range_step(3600) == 14
     lines = format_result([{"metric": {"__name__": "up", "job": "j"}, "value": [1, "1"]}])
     assert lines == ['up{job="j"} 1']
+
+
+def test_fabric_routes_once_when_a_mode_already_routes_the_pod_ranges() -> None:
+    """A waypoint (or sidecar) mode routes the fabric to the pod ranges for the CA; the addon
+    must not plan the same route again (the kernel refuses a duplicate with EEXIST)."""
+    lab = dataclasses.replace(topology.load([REPO / "topologies" / "waypoint.yaml"]),
+                              prometheus=PrometheusSpec(True, "1s"))
+    state = plan(lab)
+    fabric = [(r.netns, r.dst) for r in state.routes if r.netns.endswith("-fabric")]
+    assert sorted(fabric) == sorted(set(fabric)) and len(fabric) == len(state.nodes)

@@ -111,8 +111,10 @@ def plan(ctx: PlanContext) -> None:
     """Routes from the fabric to the pod ranges, and the Prometheus process."""
     state, lab = ctx.state, ctx.lab
     fabric = naming.fabric_netns(lab.name)
+    have = {(r.netns, r.dst) for r in state.routes}  # a waypoint or sidecar mode may route them already
     for node in state.nodes:
-        state.routes.append(RouteSpec(fabric, node.pod_cidr, via=node.ip, dev=naming.FABRIC_BRIDGE))
+        if (fabric, node.pod_cidr) not in have:
+            state.routes.append(RouteSpec(fabric, node.pod_cidr, via=node.ip, dev=naming.FABRIC_BRIDGE))
     if not ctx.options.start_processes:
         return
     listen = f"0.0.0.0:{mesh.PROMETHEUS_PORT}"
