@@ -59,6 +59,20 @@ def strict() -> Iterator[dict[str, Any]]:
     yield from _build([BASE, STRICT], "s")
 
 
+@pytest.fixture(scope="module")
+def tproxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """STRICT, with the client and the server injected in TPROXY interception mode."""
+    text = BASE.read_text()
+    for app in ("curl", "prometheus, version: v1"):
+        text = text.replace(f"    metadata: {{labels: {{app: {app}}}}}",
+                            f"    metadata:\n      labels: {{app: {app}}}\n"
+                            "      annotations: {sidecar.istio.io/interceptionMode: TPROXY}")
+    assert text.count("interceptionMode: TPROXY") == 2
+    variant = tmp_path_factory.mktemp("tproxy") / "sidecar-tproxy.yaml"
+    variant.write_text(text)
+    yield from _build([variant, STRICT], "t")
+
+
 def sh(lab: dict[str, Any], pod: str, *argv: str) -> subprocess.CompletedProcess:
     return run_cli("exec", lab["name"], pod, "--", *argv, timeout=60)
 
@@ -98,6 +112,27 @@ def test_rules_equal_the_golden_file_and_the_proxy_runs_as_1337(permissive: dict
     status = Path(f"/proc/{proc.pid}/status").read_text()
     assert re.search(r"^Uid:\s+1337\s+1337\s+1337\s+1337$", status, re.M), status
     assert re.search(r"^Gid:\s+1337\s+1337\s+1337\s+1337$", status, re.M), status
+
+
+def test_tproxy_keeps_the_client_address_and_still_rejects_plaintext(tproxy: dict[str, Any]) -> None:
+    """Under TPROXY the proxy runs as uid 0/gid 1337 and reaches the app from the client's own
+    address (Envoy's original_src), not from 127.0.0.6; STRICT still closes plaintext."""
+    saved = subprocess.run(["ip", "netns", "exec", netns(tproxy, "monitoring/prometheus-0"),
+                            "iptables-save", "-t", "mangle"], capture_output=True, text=True).stdout
+    assert "-j TPROXY --on-port 15006" in saved
+    rec = query.record_of(tproxy["name"])
+    (proc,) = [p for p in rec.processes if p.name == "sidecar/monitoring/prometheus-0"]
+    status = Path(f"/proc/{proc.pid}/status").read_text()
+    assert re.search(r"^Uid:\s+0\s", status, re.M) and re.search(r"^Gid:\s+1337\s", status, re.M)
+    rc, code, body = curl(tproxy, "grafana/curl-0", "http://prometheus.monitoring:9090/tp")
+    client_ip = tproxy["pods"]["grafana/curl-0"]["ip"]
+    assert (rc, code) == (0, "200") and f'"peer": "{client_ip}:' in body
+    served = last(tproxy, "monitoring/prometheus-0", '"GET /tp HTTP/1.1"')
+    assert f" inbound|9090|| {client_ip}:" in served and served.endswith(f" {SNI} default")
+    rc, code, body = curl(tproxy, "grafana/curl-0", "http://prometheus.monitoring:9090/tp",
+                          "grafana-proxy.grafana:8080")
+    assert (code, body) == ("503", BODY_95)
+    assert f" {client_ip}:" in last(tproxy, "monitoring/prometheus-0", "NR filter_chain_not_found")
 
 
 # -- outbound routing by Host --------------------------------------------------------------------
