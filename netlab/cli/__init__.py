@@ -15,6 +15,8 @@ __all__ = ["main"]
 
 
 def main() -> None:
-    from netlab.cli.entry import main as entry_main
-
+    try:
+        from netlab.cli.entry import main as entry_main  # a few stdlib modules: ~1 ms
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
     entry_main()

@@ -37,11 +37,11 @@ def main() -> None:
         raise
     if caught:
         _interrupted(caught[0])
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         group(prog_name="netlab")
-    except KeyboardInterrupt:  # outside any command (click's own parsing)
+    except KeyboardInterrupt:  # outside any command (click's own parsing, its exit)
         _interrupted(signal.SIGINT)
     except Exception as e:  # noqa: BLE001 - the last-resort guard
         sys.exit(internal_error(e))
