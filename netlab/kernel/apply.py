@@ -8,8 +8,8 @@ each started from inside its namespace, so the fork is a cheap vfork with no Pyt
 the child); every ruleset is in place before the first process starts.
 
 netlab's own processes (`python -m netlab...`) are forked from one pre-imported
-interpreter (kernel/zygote.py) started as soon as the fabric namespace exists, so its
-imports overlap the build too; other commands start as fresh processes.
+interpreter (kernel/zygote.py), told what to import before anything else is built, so
+its imports overlap the build; other commands start as fresh processes.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from netlab.kernel import netns as nsmod
 from netlab.kernel import processes
 from netlab.kernel.interrupts import Guard
 from netlab.kernel.ownership import SUPERVISOR, LabRecord, ProcessRecord
-from netlab.kernel.zygote import Zygote, eligible, module_of
+from netlab.kernel import zygote
 from netlab.plan.state import DesiredState, ProcessSpec, ReadyCheck
 from netlab.readiness import NotReady, ReadyPipe
 
@@ -38,7 +38,6 @@ RTNH_F_ONLINK = 4
 NUD_PERMANENT = 0x80
 LOOPBACK_IFINDEX = 1  # the kernel gives lo index 1 in every namespace
 RULESET_WORKERS = 2  # iptables-restore runs in flight beside the netlink work
-ZYGOTE = "zygote"  # its log's name; it is not a process of the lab (it exits at the end of `up`)
 
 
 def _noop(step: str, done: int, total: int) -> None:
@@ -61,15 +60,14 @@ class Applier:
         self._ifindex: dict[tuple[str, str], int] = {}
         self._ready: dict[str, ReadyPipe] = {}  # process name -> its ready pipe
         self._restart: list[processes.RestartSpec] = []  # how the supervisor starts each again
-        self._zygote: Zygote | None = None
         self._rules_pool: ThreadPoolExecutor | None = None
         self._rules: list[Future[None]] = []
 
     # -- public -------------------------------------------------------------------------
     def apply(self, state: DesiredState, ready_timeout: float = 20.0) -> None:
         try:
+            self._warm_zygote(state)
             self._namespaces(state)
-            self._start_zygote(state)
             self._ipsets(state)  # before the rulesets: the host-probe SNAT rule names its set
             self._start_rulesets(state)
             self._links(state)
@@ -82,9 +80,6 @@ class Applier:
             raise KernelError(f"netlink refused a change: {e}") from e
         finally:
             self._stop_rulesets()
-            if self._zygote is not None:
-                self._zygote.close()
-                self._zygote = None
             for s in self.sockets.values():
                 s.close()
             self.sockets.clear()
@@ -253,25 +248,19 @@ class Applier:
         self._restart.append(restart)
         self.record.processes.append(rec)
 
-    def _start_zygote(self, state: DesiredState) -> None:
-        """The pre-imported interpreter netlab's own processes fork from (kernel/zygote.py)."""
-        modules = sorted({module_of(p.argv) for p in state.processes if eligible(p.argv)})
-        if not modules:
-            return
-        modules.append("netlab.kernel.supervisor")  # started from it too, last
-        self.checkpoint()
-        fabric = next(n.name for n in state.netns if n.role == "fabric")
-        logs = os.path.join(self.record.dir, "logs")
-        os.makedirs(logs, exist_ok=True)
-        self._zygote = Zygote(fabric, os.path.join(logs, f"{ZYGOTE}.log"), modules)
+    @staticmethod
+    def _warm_zygote(state: DesiredState) -> None:
+        """Have the pre-imported interpreter (kernel/zygote.py) import what this lab's
+        processes run, while the namespaces, links and rules are being made."""
+        modules = sorted({zygote.module_of(p.argv) for p in state.processes if zygote.eligible(p.argv)})
+        if modules:
+            zygote.warm(modules + ["netlab.kernel.supervisor"])  # the supervisor comes last
 
     def _start(self, name: str, netns: str, argv: Sequence[str], log: str, resolv: str | None = None,
                env: dict[str, str] | None = None, uid: int = 0, gid: int = 0,
                ready: ReadyPipe | None = None) -> ProcessRecord:
         """Fork from the zygote what it can run; start anything else as a fresh process."""
-        if self._zygote is not None and eligible(argv):
-            return self._zygote.spawn(name, netns, argv, log, resolv, env, uid, gid, ready)
-        return processes.spawn(name, netns, argv, log, resolv, env=env, uid=uid, gid=gid, ready=ready)
+        return zygote.spawn(name, netns, argv, log, resolv, env=env, uid=uid, gid=gid, ready=ready)
 
     def _supervisor(self, state: DesiredState, timeout: float) -> None:
         """Last step: the kubelet stand-in that restarts what dies (kernel/supervisor.py)."""

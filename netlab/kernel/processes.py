@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import time
@@ -136,9 +137,7 @@ def stop(pids: list[int], grace: float = 2.0) -> None:
     """SIGTERM each process group, then SIGKILL what is still alive after `grace` seconds."""
     for pid in pids:
         _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
-        time.sleep(0.02)
+    wait_exited(pids, grace)
     for pid in pids:
         if pid_alive(pid):
             _signal(pid, signal.SIGKILL)
@@ -148,6 +147,35 @@ def stop(pids: list[int], grace: float = 2.0) -> None:
             os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             pass
+
+
+def wait_exited(pids: list[int], timeout: float) -> None:
+    """Return once every pid has exited, or at the deadline.
+
+    Each process' pidfd (Linux 5.3) becomes readable when it exits, child or not, so
+    the wait ends the moment the last one is gone, with no polling of /proc."""
+    poller = select.poll()
+    fds: dict[int, int] = {}
+    try:
+        for pid in pids:
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                continue  # already gone
+            fds[fd] = pid
+            poller.register(fd, select.POLLIN)
+        deadline = time.monotonic() + timeout
+        while fds:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            for fd, _ in poller.poll(left * 1000):
+                poller.unregister(fd)
+                os.close(fd)
+                del fds[fd]
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _signal(pid: int, sig: int) -> None:

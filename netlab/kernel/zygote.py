@@ -15,12 +15,16 @@ interpreter from the same argv). Pages the zygote imported stay shared between t
 children, so PSS per pod falls too.
 
 Only `python -m MODULE ...` with netlab's own interpreter is forked here (`eligible`);
-any other command is started by `processes.start` as before.
+any other command is started by `processes.start` as before (`spawn` picks).
 
-The zygote lives for one `up`: it runs in the lab's fabric netns (so a rollback that
-removes everything in the lab's namespaces removes it too), serves spawn requests on
-a Unix socket, and exits when its starter closes that socket (or dies). Its children
-are then the host init's, as processes started by `netlab up` are once it exits.
+One zygote serves the process that builds labs (`netlab up`, a `netlab lab run` that
+builds seven instances, a test session), started on first use (`warm`). It is no
+lab's: it stays in the host's network and mount namespaces, which it never changes,
+holds no lab file open, and exits when its starter's socket closes, which the kernel
+does when the starter exits or dies, so it never outlives it. It imports a module the
+first time a request names it. Its children are the zygote's until it exits, then
+the host init's, as processes started by `netlab up` are once `up` exits. Should
+the zygote be gone, `spawn` starts a fresh process instead.
 
 Protocol (both halves are here): the starter sends one JSON request per process,
 with the ready pipe's write end as an SCM_RIGHTS fd when there is one; the zygote
@@ -42,8 +46,9 @@ import runpy
 import socket
 import subprocess
 import sys
+import threading
 import traceback
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from netlab.errors import KernelError
 from netlab.kernel import processes
@@ -67,20 +72,27 @@ def module_of(argv: Sequence[str]) -> str:
 # -- the starter's half -------------------------------------------------------------------
 
 
+class ZygoteGone(Exception):
+    """The zygote is not there to fork (it exited, or was killed): start afresh instead."""
+
+
 class Zygote:
     """The starter's handle: start it, spawn through it, close it."""
 
-    def __init__(self, netns: str, log_path: str, modules: Sequence[str]) -> None:
+    def __init__(self, modules: Iterable[str] = ()) -> None:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._sock = mine
+        self._lock = threading.Lock()
         try:
-            self._proc = processes.start(
-                netns, [sys.executable, "-m", "netlab.kernel.zygote", str(theirs.fileno()), *modules],
-                log_path, pass_fds=(theirs.fileno(),))
+            # No preexec_fn: nothing runs between fork and exec, so this is safe even if
+            # the starter has threads; the zygote stays in the host's namespaces.
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "netlab.kernel.zygote", str(theirs.fileno()), *modules],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True, close_fds=True, pass_fds=(theirs.fileno(),))
         finally:
             theirs.close()
         self._sock.settimeout(REPLY_TIMEOUT)
-        self.log = log_path
 
     @property
     def pid(self) -> int:
@@ -91,25 +103,37 @@ class Zygote:
               uid: int = 0, gid: int = 0, ready: ReadyPipe | None = None) -> ProcessRecord:
         """As `processes.spawn`, forked from the zygote instead of a fresh interpreter."""
         request = {"argv": list(argv), "netns": netns_name, "log": log_path, "resolv": resolv_conf_path,
-                   "env": {**os.environ, **(env or {})}, "uid": uid, "gid": gid,
+                   "env": {**os.environ, **(env or {})}, "uid": uid, "gid": gid, "cwd": os.getcwd(),
                    "ready": ready is not None}
-        try:
-            fds = list(ready.pass_fds()) if ready is not None else []
-            socket.send_fds(self._sock, [json.dumps(request).encode()], fds)
-            reply = self._sock.recv(MAX_MESSAGE)
-        except OSError as e:
-            raise KernelError(f"the process zygote (pid {self.pid}) failed starting {name}: {e}; "
-                              f"see {self.log}") from e
-        finally:
-            if ready is not None:
-                ready.started()
+        fds = list(ready.pass_fds()) if ready is not None else []
+        with self._lock:
+            try:
+                socket.send_fds(self._sock, [json.dumps(request).encode()], fds)
+            except OSError as e:  # nothing was forked: the caller may start it afresh
+                raise ZygoteGone(str(e)) from e
+            try:
+                reply = self._sock.recv(MAX_MESSAGE)
+            except OSError as e:
+                raise KernelError(f"the process zygote (pid {self.pid}) did not answer for {name}: {e}") from e
         if not reply:
-            raise KernelError(f"the process zygote (pid {self.pid}) exited; its log ({self.log}) "
-                              f"ends:\n{_tail(self.log)}")
+            raise KernelError(f"the process zygote (pid {self.pid}) exited while starting {name}")
         answer = json.loads(reply)
         if "error" in answer:
             raise KernelError(f"the process zygote could not start {name}: {answer['error']}")
+        if ready is not None:
+            ready.started()  # only now: a fresh start after ZygoteGone still needs the write end
         return processes.record(name, netns_name, int(answer["pid"]), log_path)
+
+    def preload(self, modules: Iterable[str]) -> None:
+        """Have the zygote import these now, before the first request needs them."""
+        with self._lock:
+            try:
+                self._sock.send(json.dumps({"preload": list(modules)}).encode())
+            except OSError as e:
+                raise ZygoteGone(str(e)) from e
+
+    def alive(self) -> bool:
+        return self._proc.poll() is None
 
     def close(self, timeout: float = 5.0) -> None:
         """Close the socket: the zygote exits; its children live on."""
@@ -121,12 +145,44 @@ class Zygote:
             self._proc.wait()
 
 
-def _tail(path: str, n: int = 15) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-n:])
-    except OSError:
-        return "(no log)"
+_shared: Zygote | None = None
+_shared_lock = threading.Lock()
+
+
+def warm(modules: Iterable[str]) -> None:
+    """Start this process' zygote if there is none, and have it import `modules` now,
+    so its imports overlap the caller's work (the applier calls this first)."""
+    global _shared
+    with _shared_lock:
+        try:
+            if _shared is None or not _shared.alive():
+                _shared = Zygote(modules)
+            else:
+                _shared.preload(modules)
+        except (OSError, ZygoteGone):
+            _shared = None  # `spawn` starts processes afresh
+
+
+def spawn(name: str, netns_name: str, argv: Sequence[str], log_path: str,
+          resolv_conf_path: str | None = None, env: dict[str, str] | None = None,
+          uid: int = 0, gid: int = 0, ready: ReadyPipe | None = None) -> ProcessRecord:
+    """`processes.spawn`, forked from this process' zygote when it can run `argv`."""
+    global _shared
+    if eligible(argv):
+        with _shared_lock:
+            if _shared is None or not _shared.alive():
+                try:
+                    _shared = Zygote()
+                except OSError:
+                    _shared = None
+            z = _shared
+        if z is not None:
+            try:
+                return z.spawn(name, netns_name, argv, log_path, resolv_conf_path, env, uid, gid, ready)
+            except ZygoteGone:
+                pass
+    return processes.spawn(name, netns_name, argv, log_path, resolv_conf_path, env=env, uid=uid,
+                           gid=gid, ready=ready)
 
 
 # -- the zygote's half --------------------------------------------------------------------
@@ -195,6 +251,7 @@ def _child(request: dict[str, Any], fds: list[int], control: int) -> None:
             env.pop(ENV, None)
             low = 3
         os.closerange(low, 1 << 16)  # the socket, the zygote's files, the received fds
+        os.chdir(request["cwd"])  # the starter's, as a process it started would have
         processes._enter(request["netns"], request["resolv"], request["uid"], request["gid"])
         os.environ.clear()
         os.environ.update(env)
@@ -221,7 +278,20 @@ def _reap() -> None:
             return
 
 
-def serve(control: socket.socket) -> None:
+def _preload_all(modules: Iterable[str], done: set[str]) -> None:
+    fresh = [m for m in modules if m not in done]
+    for module in fresh:
+        done.add(module)
+        try:
+            preload(module)
+        except Exception:  # noqa: BLE001 - the child will meet the same error and report it
+            pass
+    if fresh:
+        gc.collect()
+        gc.freeze()  # the collector then leaves the shared objects' pages alone in the children
+
+
+def serve(control: socket.socket, preloaded: set[str]) -> None:
     while True:
         try:
             msg, fds, _, _ = socket.recv_fds(control, MAX_MESSAGE, 4)
@@ -232,6 +302,10 @@ def serve(control: socket.socket) -> None:
             return  # the starter closed its end (done, or dead)
         try:
             request = json.loads(msg)
+            if "preload" in request:
+                _preload_all(request["preload"], preloaded)
+                continue
+            _preload_all([module_of(request["argv"])], preloaded)
             sys.stdout.flush()
             sys.stderr.flush()
             pid = os.fork()
@@ -250,16 +324,9 @@ def serve(control: socket.socket) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     control = socket.socket(fileno=int(args[0]))
-    for module in args[1:]:
-        try:
-            preload(module)
-        except Exception:  # noqa: BLE001 - the child will meet the same error and report it
-            print(f"zygote: could not preload {module}:", file=sys.stderr)
-            traceback.print_exc()
-    gc.collect()
-    gc.freeze()  # the collector then leaves the shared objects' pages alone in the children
-    print(f"zygote: preloaded {', '.join(args[1:]) or 'nothing'}", flush=True)
-    serve(control)
+    preloaded: set[str] = set()
+    _preload_all(args[1:], preloaded)
+    serve(control, preloaded)
 
 
 if __name__ == "__main__":

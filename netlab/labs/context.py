@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from netlab.kernel import netns as nsmod
-from netlab.kernel import processes, query
+from netlab.kernel import processes, query, zygote
 from netlab.kernel.apply import wait_signalled
 from netlab.kernel.ownership import LabRecord, ProcessRecord
 from netlab.labs.framework import Variant
@@ -124,8 +124,9 @@ class Context:
         os.makedirs(logs, exist_ok=True)
         log = os.path.join(logs, name.replace("/", "_") + ".log")
         pipe = ReadyPipe()
-        rec = processes.spawn(name, p["netns"], list(argv), log,
-                              query.pod_resolv_conf(self.record, p), gid=gid, ready=pipe)
+        # Forked from the pre-imported zygote when argv is `python -m netlab...` (kernel/zygote.py)
+        rec = zygote.spawn(name, p["netns"], list(argv), log,
+                           query.pod_resolv_conf(self.record, p), gid=gid, ready=pipe)
         self.record.processes.append(rec)  # teardown and `netlab down` stop it too
         self.record.save()
         helper = Helper(rec, list(argv), gid, self._forget)

@@ -59,3 +59,26 @@ def test_run_executes_the_module_as_main(tmp_path: object, capsys: pytest.Captur
     code = zygote._run([sys.executable, "-m", "json.tool", "--help"])
     assert code == 0
     assert "json.tool" in capsys.readouterr().out  # argparse's prog comes from sys.argv[0]
+
+
+def test_a_foreign_command_starts_afresh_and_needs_no_zygote(monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[list[str]] = []
+    monkeypatch.setattr(zygote.processes, "spawn", lambda name, netns, argv, *a, **k: started.append(list(argv)))
+    monkeypatch.setattr(zygote, "Zygote", lambda *a, **k: pytest.fail("no zygote for a foreign command"))
+    zygote.spawn("app/ns/pod/c", "nl-x-pod-ns.pod", ["/usr/bin/socat", "-"], "/tmp/log")
+    assert started == [["/usr/bin/socat", "-"]]
+
+
+def test_a_zygote_that_is_gone_falls_back_to_a_fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Gone:
+        def alive(self) -> bool:
+            return True
+
+        def spawn(self, *a: object, **k: object) -> None:
+            raise zygote.ZygoteGone("broken pipe")
+
+    started: list[str] = []
+    monkeypatch.setattr(zygote, "_shared", Gone())
+    monkeypatch.setattr(zygote.processes, "spawn", lambda name, *a, **k: started.append(name))
+    zygote.spawn("dns", "nl-x-fabric", [sys.executable, "-m", "netlab.dataplane.dns"], "/tmp/log")
+    assert started == ["dns"]
