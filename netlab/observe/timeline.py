@@ -181,12 +181,18 @@ def _not_on_path(drop: Event, evs: list[Event]) -> str | None:
 
     A bridge whose device is promiscuous (a capture made it so) hands a copy of every
     frame it forwards to its own IP stack, which frees it as PACKET_OTHERHOST: the frame
-    was never meant for that device. Such a copy is told from a real OTHERHOST loss by
-    the packet itself: the same segment (tuple, flags, seq, IP id) seen again later,
-    received in another netns or sent on another device.
+    was never meant for that device. Only then does a frame addressed to another host
+    reach a bridge's own stack (br_handle_frame_finish delivers locally what is for the
+    bridge's address, broadcast, or everything when promiscuous), so an OTHERHOST drop on
+    a bridge device (`dev_kind: bridge`) is such a copy. Elsewhere a copy is told from a
+    real loss by the packet itself: the same segment (tuple, flags, seq, IP id) seen
+    again later, received in another netns or sent on another device.
     """
     if drop.reason != "OTHERHOST":
         return None
+    if drop.extra.get("dev_kind") == "bridge":
+        return (f"a copy for bridge {drop.ifname}'s own stack (PACKET_OTHERHOST: the bridge "
+                "is promiscuous); the bridge forwarded the frame itself")
     same = (drop.tuple(), drop.tcp_flags, drop.seq, drop.extra.get("ip_id"))
     for ev in evs:
         if ev.ts_ns < drop.ts_ns or ev.source != "bpf" or ev.kind not in ("rx", "tx"):

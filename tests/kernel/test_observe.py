@@ -175,7 +175,8 @@ def test_closed_port_no_socket_and_reset(lab: Lab) -> None:
     assert tl.first_drop["netns"] == lab.server
     assert tl.first_drop["ifname"] == "eth0"
     assert tl.first_drop["tcp_flags"] == "S"
-    kinds = {(r["kind"], r["netns"]) for r in tl.resets}
+    assert len(tl.resets) == 1  # one RST, seen at every hop
+    kinds = {(h["kind"], h["netns"]) for r in tl.resets for h in r["hops"]}
     assert ("send_reset", lab.server) in kinds
     assert ("tx", lab.server) in kinds  # the RST on the server's wire
     assert ("rx", lab.client) in kinds

@@ -151,3 +151,13 @@ def test_promiscuous_bridge_copy_is_not_a_drop() -> None:
     assert "promiscuous" in tl.hops[1].detail["not_on_path"]
     lost = build_timelines([copy, went_on[0]])[0]
     assert lost.first_drop is not None and lost.first_drop["reason"] == "OTHERHOST"
+
+
+def test_otherhost_on_a_bridge_device_is_a_copy_even_unseen_later() -> None:
+    """A data segment or ACK is not sent at forwarding hops, so its going on is never
+    seen; on a bridge device the kernel's own rule says it was a copy."""
+    t = ("10.244.0.2", 43156, "10.244.1.2", 15008)
+    ack = ev(5, "drop", 5, "fabric", t, flags="A", seq=10, reason="OTHERHOST", ifname="br0",
+             dev_kind="bridge")
+    tl = build_timelines([ack])[0]
+    assert tl.first_drop is None and "bridge" in tl.hops[0].detail["not_on_path"]

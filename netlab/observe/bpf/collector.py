@@ -40,20 +40,30 @@ from netlab.observe.events import Event
 POLL_S = 0.05  # ring drain period (no per-event wakeups)
 
 
-def ifnames(netns_names: Iterable[str]) -> dict[tuple[str, int], str]:
-    """(netns name, ifindex) -> ifname, asked over netlink from inside each netns."""
+def links(netns_names: Iterable[str]) -> tuple[dict[tuple[str, int], str], set[tuple[str, int]]]:
+    """((netns name, ifindex) -> ifname, the (netns name, ifindex) of bridge devices),
+    asked over netlink from inside each netns."""
     from pyroute2 import IPRoute
 
     table: dict[tuple[str, int], str] = {}
+    bridges: set[tuple[str, int]] = set()
     for name in netns_names:
         with nsmod.entered(name):
             ipr = IPRoute()
         try:
             for link in ipr.get_links():
                 table[(name, link["index"])] = link.get_attr("IFLA_IFNAME")
+                info = link.get_attr("IFLA_LINKINFO")
+                if info is not None and info.get_attr("IFLA_INFO_KIND") == "bridge":
+                    bridges.add((name, link["index"]))
         finally:
             ipr.close()
-    return table
+    return table, bridges
+
+
+def ifnames(netns_names: Iterable[str]) -> dict[tuple[str, int], str]:
+    """(netns name, ifindex) -> ifname, asked over netlink from inside each netns."""
+    return links(netns_names)[0]
 
 
 def ksym(addr: int) -> str:
@@ -125,7 +135,8 @@ class BpfCollector(Collector):
         # a plain callable gets decoded events from the drain thread instead.
         self._notify = getattr(sink, "notify", None)
         reasons = drop_reasons()
-        self._decoder = Decoder(reasons=reasons, ifnames=ifnames(scope.netns),
+        names, bridges = links(scope.netns)
+        self._decoder = Decoder(reasons=reasons, ifnames=names, bridges=bridges,
                                 inode_to_name={ino: n for n, ino in scope.netns.items()},
                                 ksym=ksym)
         text = enum_preamble(TRACEPOINTS) + source()

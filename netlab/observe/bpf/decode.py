@@ -61,16 +61,19 @@ def _no_ksym(addr: int) -> str | None:
 
 class Decoder:
     """Turns records into Events with the run's tables: drop-reason names, interface
-    names per (netns, ifindex), netns names per inode, and a kernel symbol lookup for
-    drop locations (bcc's, which still works after the programs are unloaded)."""
+    names per (netns, ifindex), netns names per inode, a kernel symbol lookup for
+    drop locations (bcc's, which still works after the programs are unloaded), and
+    which devices are bridges (a drop there says `dev_kind: bridge`)."""
 
     def __init__(self, reasons: dict[int, str] | None = None,
                  ifnames: dict[tuple[str, int], str] | None = None,
                  inode_to_name: dict[int, str] | None = None,
-                 ksym: Callable[[int], str | None] = _no_ksym) -> None:
+                 ksym: Callable[[int], str | None] = _no_ksym,
+                 bridges: set[tuple[str, int]] | None = None) -> None:
         self.reasons = reasons if reasons is not None else {}
         self.ifnames = ifnames if ifnames is not None else {}
         self.inode_to_name = inode_to_name if inode_to_name is not None else {}
+        self.bridges = bridges if bridges is not None else set()  # (netns, ifindex)
         self._ksym_lookup = ksym
         self._ksyms: dict[int, str | None] = {}
         self._addrs: dict[int, str] = {}
@@ -124,6 +127,8 @@ class Decoder:
                 extra["ip_id"] = raw.ip_id
         if kind == "drop":
             ev.reason = self.reasons.get(raw.reason, f"reason_{raw.reason}")
+            if raw.dev_from == 1 and (ns_name or "", raw.ifindex) in self.bridges:
+                extra["dev_kind"] = "bridge"
             loc = self._ksym(raw.location)
             if loc:
                 extra["location"] = loc
