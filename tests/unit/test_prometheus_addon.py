@@ -109,3 +109,19 @@ def test_fabric_routes_once_when_a_mode_already_routes_the_pod_ranges() -> None:
     state = plan(lab)
     fabric = [(r.netns, r.dst) for r in state.routes if r.netns.endswith("-fabric")]
     assert sorted(fabric) == sorted(set(fabric)) and len(fabric) == len(state.nodes)
+
+
+def test_the_waypoint_is_scraped_as_istios_template_annotates_it() -> None:
+    """istio files/waypoint.yaml: prometheus.io/port 15020, prometheus.io/path /stats/prometheus;
+    its pod labels become series labels (Kiali finds waypoints by gateway.istio.io/managed)."""
+    lab = dataclasses.replace(topology.load([REPO / "topologies" / "waypoint.yaml"]),
+                              prometheus=PrometheusSpec(True, "1s"))
+    state = plan(lab)
+    pod = next(p for p in state.pods if p.name == "waypoint-0")
+    job = prometheus.config(state, "1s")["scrape_configs"][0]
+    (wp,) = [sc for sc in job["static_configs"] if sc["labels"]["__meta_kubernetes_pod_name"] == "waypoint-0"]
+    assert wp["targets"] == [f"{pod.ip}:15020"]
+    assert wp["labels"]["__meta_kubernetes_pod_annotation_prometheus_io_path"] == "/stats/prometheus"
+    assert wp["labels"]["__meta_kubernetes_namespace"] == "mesh"
+    assert wp["labels"]["__meta_kubernetes_pod_label_gateway_istio_io_managed"] == "istio.io-mesh-controller"
+    assert "__meta_kubernetes_pod_label_app" not in wp["labels"]

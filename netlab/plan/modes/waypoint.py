@@ -38,7 +38,7 @@ from netlab.plan import naming
 from netlab.plan.modes.ambient import CA_IP  # the lab CA, which ambient mode plans
 from netlab.plan.modes.base import MeshMode, PlanContext
 from netlab.plan.profile import IstioProfile
-from netlab.plan.state import ProcessSpec, RouteSpec
+from netlab.plan.state import ProcessSpec, RouteSpec, ScrapeTarget
 from netlab.snapshot import (Bootstrap, CertAuthority, DnsProxy, HttpRoute, Policy, ProxySnapshot,
                              Workload)
 
@@ -294,7 +294,11 @@ class WaypointMode(MeshMode):
             ctx.state.processes.append(ProcessSpec(
                 name=f"waypoint/{pod.namespace}/{pod.name}", netns=pod.netns,
                 argv=(ctx.options.python, "-m", "netlab.dataplane.waypoint", "--config", "{config}"),
-                signals_ready=True, config=snap.to_json()))
+                signals_ready=True, config=snap.to_json(),
+                # Istio's waypoint template annotates the pod prometheus.io/port 15020 and
+                # prometheus.io/path /stats/prometheus (istio files/waypoint.yaml).
+                scrape=ScrapeTarget(f"{pod.ip}:{mesh.METRICS_PORT}", pod.namespace, pod.name, pod.node,
+                                    labels=tuple(sorted(pod.labels.items())), path="/stats/prometheus")))
 
 
 def waypoint_snapshot(ctx: PlanContext, pod: Workload, ca_dir: str, workdir: str) -> ProxySnapshot:
