@@ -270,6 +270,17 @@ class _Joiner:
         kind = "sidecar" if (pod or {}).get("mode") == "sidecar" else "ztunnel"
         return f"{kind} :{port}"
 
+    def envoy_leg_name(self, rec: Event, nxt: Timeline) -> str:
+        """`sidecar → sidecar :15006 (ns/pod)`, `sidecar → app`, `waypoint → ns/pod`."""
+        kind = str(rec.extra.get("proxy", "envoy")).split("/")[0]
+        cap = _captured_at(nxt)
+        if cap is not None:
+            return f"{kind} → {self.proxy_name(cap[0], cap[1])} ({self.lab.label(cap[0])})"
+        dst = self.lab.pod(nxt.client.get("daddr"))
+        if dst is not None and dst.get("netns") == rec.netns:
+            return f"{kind} → app"
+        return f"{kind} → {self.lab.who(nxt.client.get('daddr'))}"
+
     def hbone_name(self, tl: Timeline) -> str:
         a = self.lab.node_of(tl.client.get("saddr")) or tl.client.get("saddr")
         b = self.lab.node_of(tl.client.get("daddr")) or tl.client.get("daddr")
@@ -288,7 +299,7 @@ class _Joiner:
                 up = rec.extra.get("upstream_local")
                 nxt = self.flow_from(up) if up else None
                 if nxt is not None:
-                    legs.append(self.leg(f"{rec.extra['proxy']} → {self.lab.who(nxt.client.get('daddr'))}", nxt))
+                    legs.append(self.leg(self.envoy_leg_name(rec, nxt), nxt))
                     self.follow(nxt, legs, decisions, notes, depth + 1)
             elif direction == "outbound" and rec.extra.get("hbone"):
                 self._hbone(tl, rec, legs, decisions, notes, depth)
