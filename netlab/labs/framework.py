@@ -84,6 +84,12 @@ class Variant:
     expectations: tuple[Expectation, ...]
     change: Change = unchanged
     params: Mapping[str, Any] = field(default_factory=dict)  # read by the lab's traffic
+    # Variants with the same non-empty key are judged on ONE built instance and one run
+    # of the traffic. Only for variants that differ in how the same evidence is read
+    # (Kiali 1.89 and Kiali 2.0 asking the same Prometheus), never in what the system
+    # does: they must have the same change and params (`Lab` checks), and the traffic
+    # gathers the evidence every one of them is judged on.
+    shares_instance: str = ""
 
 
 def no_sections(result: "VariantResult") -> Sequence["Section"]:
@@ -98,6 +104,32 @@ class Lab:
     variants: tuple[Variant, ...]
     traffic: Traffic  # runs on each variant's built instance, returns evidence
     sections: Sections = no_sections  # the lab's own report sections, from a result
+
+    def __post_init__(self) -> None:
+        first: dict[str, Variant] = {}
+        for v in self.variants:
+            if not v.shares_instance:
+                continue
+            other = first.setdefault(v.shares_instance, v)
+            if other.change is not v.change or dict(other.params) != dict(v.params):
+                raise ValueError(f"lab {self.name}: variants {other.name} and {v.name} share instance "
+                                 f"{v.shares_instance!r} but differ in their change or params; "
+                                 "only variants that read the same run may share one")
+
+    def sharing(self, names: Sequence[str]) -> list[list[str]]:
+        """`names` in groups run on one instance each, in order of first appearance: a
+        variant alone, or every named variant with its `shares_instance` key."""
+        groups: list[list[str]] = []
+        by_key: dict[str, list[str]] = {}
+        for n in names:
+            key = self.variant(n).shares_instance
+            if key and key in by_key:
+                by_key[key].append(n)
+                continue
+            groups.append([n])
+            if key:
+                by_key[key] = groups[-1]
+        return groups
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
@@ -166,6 +198,7 @@ class VariantResult:
     evidence: Evidence
     error: str | None = None
     timings: dict[str, float] = field(default_factory=dict)  # build, traffic, teardown
+    shared_with: list[str] = field(default_factory=list)  # variants judged on the same instance
 
     @cached_property
     def observed(self) -> Observed:
@@ -182,7 +215,7 @@ class VariantResult:
                 "observed": self.observed.to_dict(), "instance": self.instance,
                 "seconds": self.seconds, "timings": self.timings,
                 "verdicts": [vars(v) for v in self.verdicts], "evidence": self.evidence,
-                "error": self.error}
+                "error": self.error, "shared_with": self.shared_with}
 
 
 def evaluate(variant: Variant, evidence: Evidence) -> list[Verdict]:

@@ -24,7 +24,7 @@ from rich.table import Table
 from rich.text import Text as RichText
 
 from netlab.labs.framework import Lab, Observed, Outcome, VariantResult
-from netlab.labs.sections import Section, Sequence as SequenceSection, Text
+from netlab.labs.sections import Figure, Section, Sequence as SequenceSection, Text
 from netlab.labs.svg import sequence_svg
 
 AS_EXPECTED = ("✔ as expected", "✘ not as expected")
@@ -70,6 +70,11 @@ def summary_table(results: Sequence[VariantResult]) -> Table:
     return t
 
 
+def _shared(r: VariantResult) -> str:
+    """", shared with X": the variants judged on the same instance (and the same seconds)."""
+    return f", shared with {', '.join(r.shared_with)}" if r.shared_with else ""
+
+
 def headline(lab: Lab, results: Sequence[VariantResult]) -> str:
     return (f"Lab `{lab.name}`: {sum(r.ok for r in results)} of {len(results)} variants "
             "showed the outcome they must show.")
@@ -95,6 +100,10 @@ def _md_outcome(o: Outcome | Observed) -> str:
 
 def _md_section(s: Section) -> list[str]:
     head = [f"**{s.title}**", ""] + ([s.note, ""] if s.note else [])
+    if isinstance(s, Figure):  # the pictures are in report.html; their text form here
+        names = ", ".join(h for h, _ in s.panels)
+        return head + [f"*Pictures side by side in report.html: {names}.*", "",
+                       "```", *(s.lines or ("(no text form)",)), "```", ""]
     if isinstance(s, Text):
         body = [] if s.lines else ["(none)"]
         for line in s.lines:
@@ -120,7 +129,7 @@ def markdown(lab: Lab, results: Sequence[VariantResult]) -> str:
                   f"- expected outcome: {_md_outcome(r.expected)}",
                   f"- observed outcome: {_md_outcome(r.observed)}",
                   f"- {as_expected(r)} ({checks(r)} checks held, {r.seconds:.1f} s, "
-                  f"instance `{r.instance}`)", ""]
+                  f"instance `{r.instance}`{_shared(r)})", ""]
         if r.error:
             lines += ["```", r.error, "```", ""]
         for v in r.verdicts:
@@ -147,6 +156,8 @@ ul.v{list-style:none;padding-left:0}ul.v li{margin:4px 0}.seen{color:#57606a;fon
 .neutral{color:#1b1f24}.held{color:#57606a}.note{color:#57606a;font-size:13px}
 mark{background:#fff8c5;font-weight:700}.mark-note{color:#9a6700;font-weight:400}
 .explain{border-top:2px solid #d0d7de;margin-top:28px}
+.side{display:flex;gap:16px;flex-wrap:wrap;align-items:flex-start}.side>div{flex:1 1 0;min-width:320px;border:1px solid #d0d7de;padding:4px 8px}
+.side h4{margin:4px 0}.side svg{max-width:100%;height:auto}
 """
 
 
@@ -164,6 +175,12 @@ def _html_section(s: Section) -> str:
     note = f"<p class='note'>{_esc(s.note)}</p>" if s.note else ""
     if isinstance(s, SequenceSection):
         return f"<h3>{_esc(s.title)}</h3>{note}{sequence_svg(s)}"
+    if isinstance(s, Figure):
+        style = f"<style>{s.css}</style>" if s.css else ""
+        pics = "".join(f"<div><h4>{_esc(h)}</h4>{markup}</div>" for h, markup in s.panels)
+        text = (f"<details><summary>as text</summary><pre>{_esc(chr(10).join(s.lines))}</pre></details>"
+                if s.lines else "")
+        return f"<h3>{_esc(s.title)}</h3>{note}{style}<div class='side'>{pics}</div>{text}"
     lines = [] if s.lines else ["(none)"]
     for line in s.lines:
         mark = s.marked(line)
@@ -198,7 +215,7 @@ def html(lab: Lab, results: Sequence[VariantResult]) -> str:
             f"<table><tr><th>expected outcome</th><td>{_html_outcome(r.expected)}</td></tr>"
             f"<tr><th>observed outcome</th><td>{_html_outcome(r.observed)}</td></tr>"
             f"<tr><th>as expected</th><td class='neutral'>{as_expected(r)} ({checks(r)} checks "
-            f"held; {r.seconds:.1f} s; instance <code>{_esc(r.instance)}</code>)</td></tr></table>"
+            f"held; {r.seconds:.1f} s; instance <code>{_esc(r.instance)}</code>{_esc(_shared(r))})</td></tr></table>"
             + (f"<pre>{_esc(r.error)}</pre>" if r.error else "")
             + f"<ul class='v'>{verdicts}</ul>"
             + "".join(_html_section(s) for s in lab.sections(r)))

@@ -13,6 +13,11 @@ traffic, and after teardown, so teardown always runs to its end, and then the ru
 stops with `Interrupted`. A variant is short (seconds), so waiting for its step to end
 costs little; a client the terminal's Ctrl-C reaches ends at once anyway. `keep` leaves
 the instance up on purpose, for `netlab exec`.
+
+The one exception is opt-in: variants that share an instance (`Variant.shares_instance`)
+differ only in how they read the same run, e.g. two Kiali versions asking one
+Prometheus. Building the same instance twice would cost a Prometheus start each and
+show nothing new; one run also makes "old and new side by side" the same data.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from netlab.kernel.ownership import LabRecord
 from netlab.labs.context import Context
 from netlab.labs.framework import Lab, VariantResult, evaluate
 
-__all__ = ["run", "run_variant", "teardown", "instance_name", "VariantResult"]
+__all__ = ["run", "run_variant", "run_instance", "teardown", "instance_name", "VariantResult"]
 
 Progress = Callable[[str], None]
 _serial = itertools.count()
@@ -62,7 +67,18 @@ def teardown(name: str) -> None:
 def run_variant(lab: Lab, variant_name: str, keep: bool = False, progress: Progress = _quiet,
                 base: model.Lab | None = None) -> VariantResult:
     """Build, drive and judge one variant; a failure anywhere is a variant not as expected."""
-    variant = lab.variant(variant_name)
+    return run_instance(lab, [variant_name], keep, progress, base)[0]
+
+
+def run_instance(lab: Lab, variant_names: list[str], keep: bool = False,
+                 progress: Progress = _quiet, base: model.Lab | None = None) -> list[VariantResult]:
+    """Build one instance, drive it once, and judge each named variant on that evidence.
+
+    More than one name only for variants that share an instance (`Variant.shares_instance`:
+    same change, same params, read differently); each result then names the others.
+    """
+    variants = [lab.variant(n) for n in variant_names]
+    variant = variants[0]
     name = instance_name(lab.name)
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -98,10 +114,11 @@ def run_variant(lab: Lab, variant_name: str, keep: bool = False, progress: Progr
                 teardown(name)  # raises Interrupted here if a signal came at any point
                 lap("teardown", t)
         guard.check()  # with --keep: still stop the run
-    verdicts = evaluate(variant, evidence) if error is None else []
-    return VariantResult(lab.name, variant.name, variant.summary, variant.outcome, name,
-                         round(time.perf_counter() - started, 2), verdicts, evidence, error,
-                         timings)
+    seconds = round(time.perf_counter() - started, 2)
+    return [VariantResult(lab.name, v.name, v.summary, v.outcome, name, seconds,
+                          evaluate(v, evidence) if error is None else [], evidence, error,
+                          dict(timings), [n for n in variant_names if n != v.name])
+            for v in variants]
 
 
 def run(lab: Lab, variants: list[str] | None = None, keep: bool = False,
@@ -113,8 +130,8 @@ def run(lab: Lab, variants: list[str] | None = None, keep: bool = False,
         lab.variant(v)
     base = lab.topology()  # parsed once; each variant's change copies what it changes
     results = []
-    for v in chosen:
-        res = run_variant(lab, v, keep, progress, base)
-        on_result(res)
-        results.append(res)
+    for group in lab.sharing(chosen):
+        for res in run_instance(lab, group, keep, progress, base):
+            on_result(res)
+            results.append(res)
     return results

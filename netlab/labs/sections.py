@@ -1,4 +1,4 @@
-"""Report sections a lab adds to its variants' pages: blocks of text, sequence diagrams.
+"""Report sections a lab adds to its variants' pages: text, sequence diagrams, figures.
 
 A lab returns these from evidence (`Lab.sections`); the report renders them into
 Markdown and HTML alike, so a lab never writes markup and every report looks the same.
@@ -53,7 +53,26 @@ class Sequence:
     note: str = ""
 
 
-Section = Union[Text, Sequence]
+@dataclass(frozen=True)
+class Figure:
+    """Pictures side by side, each under its heading: an old and a new version's graph of
+    the same run, or an edge panel's charts before and after a fix.
+
+    `panels` are (heading, markup) pairs of SVG or HTML made by netlab's own renderers
+    (e.g. netlab/telemetry/kiali/render.py, which escapes every name it draws); the HTML
+    report embeds them as they are. `lines` say the same in text: the Markdown report
+    shows them in place of the pictures, the HTML report under them. `css` holds the
+    styles the markup needs (a lab's own class names), put beside it.
+    """
+
+    title: str
+    panels: tuple[tuple[str, str], ...]
+    lines: tuple[str, ...] = ()
+    note: str = ""
+    css: str = ""
+
+
+Section = Union[Text, Sequence, Figure]
 
 
 def collapse(steps: list[Step]) -> list[Step]:

@@ -196,3 +196,71 @@ def test_registry_finds_lab_folders() -> None:
     lab = registry.get("mirrord-ambient-steal")
     assert [v.name for v in lab.variants][0] == "baseline" and len(lab.variants) == 7
     assert "route_localnet" in lab.explain()
+
+
+# -- variants sharing one instance, figures ------------------------------------------------
+
+
+def test_variants_sharing_an_instance_are_built_once_and_judged_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    from netlab.labs import runner
+
+    built: list[str] = []
+    torn: list[str] = []
+    monkeypatch.setattr(runner.lifecycle, "up", lambda lab: built.append(lab.name))
+    monkeypatch.setattr(runner, "teardown", lambda name: torn.append(name))
+    monkeypatch.setattr(runner, "Context", lambda name, variant, progress: name)
+
+    def reads(version: str, n: int) -> Expectation:
+        return expect(f"v{version}", f"version {version} sees {n}",
+                      lambda ev: (ev["seen"][version] == n, str(ev["seen"][version])))
+
+    old = Variant("old", "old reader", Outcome("reproduced", "empty"), (reads("1", 0),), shares_instance="run")
+    new = Variant("new", "new reader", Outcome("fixed", "charted"), (reads("2", 5),), shares_instance="run")
+    alone = Variant("alone", "own run", Outcome("works", "w"), (reads("2", 5),))
+    runs: list[str] = []
+
+    def traffic(instance: str) -> dict:
+        runs.append(instance)
+        return {"seen": {"1": 0, "2": 5}}
+
+    lab = Lab("tiny-echo", "t", TINY, (old, alone, new), traffic=traffic)  # type: ignore[arg-type]
+    results = runner.run(lab)
+    assert len(built) == len(runs) == len(torn) == 2
+    assert [r.variant for r in results] == ["old", "new", "alone"]
+    r_old, r_new, r_alone = results
+    assert r_old.instance == r_new.instance == built[0] and r_alone.instance == built[1]
+    assert r_old.shared_with == ["new"] and r_new.shared_with == ["old"] and r_alone.shared_with == []
+    assert r_old.ok and r_new.ok and r_alone.ok
+    assert r_old.observed.word == "reproduced" and r_new.observed.word == "fixed"
+    assert r_old.to_dict()["shared_with"] == ["new"]
+    md = report.markdown(lab, results)
+    assert f"instance `{built[0]}`, shared with new" in md
+    # Run alone, a sharing variant gets its own instance.
+    assert runner.run(lab, ["new"])[0].shared_with == []
+
+
+def test_only_variants_reading_the_same_run_may_share_it() -> None:
+    a = Variant("a", "s", Outcome("works", "w"), (CODE_7,), shares_instance="k")
+    b = Variant("b", "s", Outcome("works", "w"), (CODE_7,), params={"x": 1}, shares_instance="k")
+    with pytest.raises(ValueError, match="share instance 'k'"):
+        Lab("tiny-echo", "t", TINY, (a, b), traffic=lambda ctx: {})
+    c = Variant("c", "s", Outcome("works", "w"), (CODE_7,), changes.istio("1.23"), shares_instance="k")
+    with pytest.raises(ValueError, match="differ in their change or params"):
+        Lab("tiny-echo", "t", TINY, (a, c), traffic=lambda ctx: {})
+
+
+def test_figures_embed_their_markup_in_html_and_their_text_in_markdown() -> None:
+    from netlab.labs.sections import Figure
+
+    fig = Figure("Edge panel, old and new", (("Kiali 1.89", "<svg class='x'><circle r='3'/></svg>"),
+                                             ("Kiali 2.0", "<div class='chart'>tcp_sent</div>")),
+                 ("1.89 tcp_sent: Not enough traffic to generate chart",), "look at tcp_sent",
+                 ".chart{color:#123456}")
+    lab = Lab("tiny-echo", "t", TINY, (REPRODUCED,), traffic=lambda ctx: {}, sections=lambda r: (fig,))
+    res = [_result(REPRODUCED, {"exit": 7})]
+    page, md = report.html(lab, res), report.markdown(lab, res)
+    assert "<div class='side'><div><h4>Kiali 1.89</h4><svg class='x'><circle r='3'/></svg></div>" in page
+    assert "<style>.chart{color:#123456}</style>" in page and "look at tcp_sent" in page
+    assert "1.89 tcp_sent: Not enough traffic to generate chart" in page
+    assert "<svg" not in md and "Pictures side by side in report.html: Kiali 1.89, Kiali 2.0." in md
+    assert "1.89 tcp_sent: Not enough traffic to generate chart" in md
