@@ -272,16 +272,31 @@ class CertManager:
             self._enqueue(BACKGROUND, key)
 
     def forget(self, namespace: str, service_account: str) -> None:
+        """The service account left the node: stop refreshing; whoever waits is told why."""
         slot = self._slots.pop((namespace, service_account), None)
-        if slot and slot.timer:
+        if slot is None:
+            return
+        if slot.timer:
             slot.timer.cancel()
+        for w in slot.waiters:
+            if not w.done():
+                w.set_exception(IdentityError(
+                    f"certificate for {namespace}/{service_account} forgotten: no such workload here"))
+        slot.waiters.clear()
 
     def current(self, namespace: str, service_account: str) -> WorkloadCert | None:
         slot = self._slots.get((namespace, service_account))
         return slot.cert if slot else None
 
     async def get(self, namespace: str, service_account: str) -> WorkloadCert:
-        """A valid certificate now; if there is none, fetch it ahead of everything else."""
+        """A valid certificate now; if there is none, fetch it ahead of everything else.
+
+        A caller that arrives while a fetch is in flight gets that fetch's outcome, its
+        certificate or its error (logged here as a warning), as ztunnel's SecretManager
+        answers a waiter with the next state of the identity. One that arrives after a
+        failure, before the retry, starts a fetch at once (ztunnel would wait for its
+        backoff, ~1 s). Either way the caller is answered: nothing waits without a fetch.
+        """
         self._check(namespace, service_account)
         key = (namespace, service_account)
         slot = self._slots.setdefault(key, _Slot())

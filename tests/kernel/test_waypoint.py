@@ -54,29 +54,11 @@ def lab() -> Iterator[dict[str, Any]]:
         status = query.status(query.record_of(name))
         pods = {f"{p['namespace']}/{p['name']}": p for p in status["pods"]}
         vips = {s["name"]: s["clusterIP"] for s in status["services"]}
-        lab = {"name": name, "pods": pods, "vips": vips, "logs": Path(f"/run/netlab/{name}/logs")}
-        _wait_serving(lab)
-        yield lab
+        # No warm-up: the first tunnel after `up` must be served (tests/unit/test_hbone_cert_wait.py).
+        yield {"name": name, "pods": pods, "vips": vips, "logs": Path(f"/run/netlab/{name}/logs")}
     finally:
         if os.path.isdir(f"/run/netlab/{name}"):
             lifecycle.down(name)
-
-
-def _wait_serving(lab: dict[str, Any], timeout: float = 30.0) -> None:
-    """Until one request crosses both legs (a condition, bounded), so no test meets the start.
-
-    Why: the ztunnels and the lab CA start together; a tunnel opened in the second after
-    `up` can wait 10 s on the destination ztunnel's certificate manager (a race in
-    `identity.CertManager` around a failed first fetch, seen here and not yet fixed). The
-    waypoint itself is ready only with its certificate.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        res = curl(lab, "mesh/sleep-0", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}",
-                   f"http://{lab['vips']['echo-v2']}/warm")
-        if res.stdout == "200":
-            return
-        assert time.monotonic() < deadline, f"the mesh did not serve within {timeout}s: {res}"
 
 
 def netns(lab: dict[str, Any], pod: str) -> str:

@@ -23,7 +23,7 @@ class H2Conn(asyncio.Protocol):
     """One TLS + HTTP/2 connection, client or server side."""
 
     def __init__(self, client_side: bool, on_request: Callable[[HboneStream], None] | None = None,
-                 max_streams: int = 100, on_made: Callable[["H2Conn"], None] | None = None) -> None:
+                 max_streams: int = 100) -> None:
         self.client_side = client_side
         self.h2 = TunnelH2Connection(h2.config.H2Configuration(
             client_side=client_side, header_encoding="utf-8"))
@@ -35,7 +35,6 @@ class H2Conn(asyncio.Protocol):
         self.closed = asyncio.Event()
         self.goaway = False
         self._on_request = on_request
-        self._on_made = on_made
         self._max_streams = max_streams
         self._early: list[bytes] = []
         self._ready = False
@@ -46,15 +45,14 @@ class H2Conn(asyncio.Protocol):
     # --- lifecycle -------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # The plain TCP transport: hold reads until TLS is layered on by start_tls.
+        # Client side: the plain TCP transport, until the pool layers TLS on with start_tls.
+        # Server side: the TLS transport, handshake done (HboneServer wraps the accepted
+        # socket only once it holds a certificate); the peer's h2 preface may arrive before
+        # its identity is checked, and waits in `_early` until `start`.
         self.transport = transport
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer_address = (peer[0], peer[1])
-        if not self.client_side:
-            transport.pause_reading()  # type: ignore[attr-defined]
-        if self._on_made:
-            self._on_made(self)
 
     def start(self, tls_transport: asyncio.BaseTransport, peer_identity: str) -> None:
         """TLS is up and the peer checked: speak h2, then replay anything that came early."""

@@ -15,6 +15,15 @@ useful:
   there until the peer's pool releases it. Applying the same bound on the server
   side means a client that never releases (or never opens a stream at all) cannot
   hold a socket and TLS state forever.
+
+No byte is read from an accepted connection before its TLS layer exists: the server
+accepts the socket, waits for the workload's certificate (which may still be on its
+way from the CA just after start), and only then hands the socket to asyncio with
+`ssl=`. Creating a plain transport first and calling `start_tls` later loses the
+client's ClientHello whenever the certificate wait suspends: on Python 3.11 a
+`pause_reading()` in `connection_made` is undone by the reader the transport registers
+right after it (CPython gh-103607, fixed in 3.12), so the hello went to the plain
+protocol and the handshake hung until its timeout.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ log = logging.getLogger("netlab.dataplane.hbone")
 Upstream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 Handler = Callable[[str, dict[str, str], str, tuple[str, int]], Awaitable[Union[int, Upstream]]]
 CtxProvider = Callable[[], Union[ssl.SSLContext, Awaitable[ssl.SSLContext]]]
+ACCEPT_RETRY_DELAY = 1.0  # asyncio's constant for the same case (base_events)
 IDLE_TIMEOUT = 300.0  # ztunnel's DEFAULT_POOL_UNUSED_RELEASE_TIMEOUT (src/config.rs): 5 minutes
 
 
@@ -59,7 +69,8 @@ class HboneServer:
         self._max_streams = max_streams
         self._handshake_timeout = handshake_timeout
         self._idle_timeout = idle_timeout
-        self._server: asyncio.Server | None = None
+        self._listener: socket.socket | None = None
+        self._acceptor: asyncio.Task[None] | None = None
         self._conns: set[H2Conn] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.accepted = 0  # TLS connections that passed the handshake and identity checks
@@ -69,28 +80,47 @@ class HboneServer:
     async def start(self, sock: socket.socket) -> None:
         """Serve on an already bound, listening socket (ztunnel makes it inside the pod netns)."""
         sock.setblocking(False)
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._new_conn, sock=sock)
+        self._listener = sock
+        self._acceptor = asyncio.ensure_future(self._accept(sock))
 
     async def serve(self, sock: socket.socket) -> None:
         """Serve until `close()` or cancellation."""
         await self.start(sock)
-        assert self._server is not None
+        assert self._acceptor is not None
         try:
-            await self._server.serve_forever()
+            await self._acceptor
         except asyncio.CancelledError:
             pass
         finally:
             await self.close()
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        if self._acceptor is not None:
+            self._acceptor.cancel()
+            await asyncio.gather(self._acceptor, return_exceptions=True)
+        if self._listener is not None:
+            self._listener.close()
         for c in list(self._conns):
             c.close()
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, addr = await loop.sock_accept(listener)
+            except (ConnectionAbortedError, InterruptedError):
+                continue  # the peer gave up before we accepted: nothing to serve
+            except OSError as e:
+                # Out of descriptors or memory: asyncio's own servers stop accepting for
+                # a second in that case (ACCEPT_RETRY_DELAY); do the same, and say so.
+                log.warning("HBONE accept failed: %s; retrying in %gs", e, ACCEPT_RETRY_DELAY)
+                await asyncio.sleep(ACCEPT_RETRY_DELAY)
+                continue
+            sock.setblocking(False)
+            self._spawn(self._handshake(sock, (addr[0], addr[1])))
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -99,29 +129,32 @@ class HboneServer:
 
     def _new_conn(self) -> H2Conn:
         return H2Conn(client_side=False, max_streams=self._max_streams,
-                       on_request=lambda s: self._spawn(self._stream(s)),
-                       on_made=lambda c: self._spawn(self._handshake(c)))
+                      on_request=lambda s: self._spawn(self._stream(s)))
 
-    async def _handshake(self, conn: H2Conn) -> None:
+    async def _handshake(self, sock: socket.socket, peer_addr: tuple[str, int]) -> None:
         loop = asyncio.get_running_loop()
-        raw = conn.transport
-        assert raw is not None
+        tls: asyncio.BaseTransport | None = None
         try:
+            # May wait for the CA (the first certificate of a workload just after start).
             ctx = await maybe_await(self._ctx_provider())
             td = self._trust_domain or (ident.Identity.parse(ctx.identity).trust_domain
                                         if isinstance(ctx, MeshContext) and ctx.identity else None)
             if td is None:
                 raise ident.IdentityError("HboneServer needs trust_domain= or a MeshContext")
-            tls = await loop.start_tls(raw, conn, ctx, server_side=True,
-                                       ssl_handshake_timeout=self._handshake_timeout)
-            assert tls is not None
+            tls, conn = await loop.connect_accepted_socket(
+                self._new_conn, sock, ssl=ctx, ssl_handshake_timeout=self._handshake_timeout)
             sslobj = tls.get_extra_info("ssl_object")
             require_alpn(sslobj)
             peer = ident.verify_client_workload(sslobj, td)
-        except (OSError, ssl.SSLError, ident.IdentityError, asyncio.TimeoutError, ConnectionError) as e:
+        except asyncio.CancelledError:
+            sock.close()
+            raise
+        except Exception as e:  # noqa: BLE001 - no certificate (CA refused, unreachable), TLS, identity
             self.rejected += 1
-            log.info("HBONE handshake from %s refused: %s", conn.peer_address, e)
-            raw.abort()  # type: ignore[attr-defined]
+            log.info("HBONE handshake from %s refused: %s", peer_addr, f"{type(e).__name__}: {e}")
+            if tls is not None:
+                tls.abort()  # type: ignore[attr-defined]
+            sock.close()
             return
         self.accepted += 1
         self._conns.add(conn)
