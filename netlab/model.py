@@ -23,6 +23,7 @@ BUILTIN_IMAGES = (
     "netlab/tcp-echo",
     "netlab/sleep",
     "netlab/reverse-proxy",
+    "netlab/prometheus",  # Debian's real Prometheus (netlab/plan/prometheus_app.py)
 )
 
 # The mesh's label names, under the names the topology parser knows them by.
@@ -126,6 +127,9 @@ class Service:
     cluster_ip: str | None = None  # None: the planner allocates one
     labels: dict[str, str] = field(default_factory=dict)
     source: Source | None = None
+    # Kept as written, as the API server keeps any annotation; no layer reads one today, as
+    # Istio reads none of a Service's that it does not know (a lab shows it changes nothing).
+    annotations: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

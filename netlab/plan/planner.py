@@ -17,7 +17,7 @@ from netlab import mesh
 from netlab.errors import TopologyError
 from netlab.model import (API_SERVER_OFFSET, CLUSTER_DNS_OFFSET, FABRIC_CIDR, RESERVED_SERVICE_OFFSETS, Deployment,
                           Lab, Service)
-from netlab.plan import naming
+from netlab.plan import naming, prometheus_app
 from netlab.plan.cluster_dns import dns_records, resolv_conf
 from netlab.plan.kubeproxy import render_kube_proxy
 from netlab.plan.addons import plan_addons
@@ -213,6 +213,14 @@ def _plan_apps(lab: Lab, state: DesiredState, options: PlanOptions) -> None:
         for c in dep.containers:
             ports = [p.container_port for p in c.ports if p.protocol == "TCP"]
             own = not c.command and c.image in APP_IMAGES  # a built-in image says when it is ready
+            if not c.command and c.image == prometheus_app.IMAGE:  # Debian's Prometheus, launched
+                state.processes.append(ProcessSpec(
+                    name=f"app/{pod.namespace}/{pod.name}/{c.name}", netns=pod.netns,
+                    argv=prometheus_app.argv(options.python, lab.name, pod.namespace, pod.name,
+                                             c.name, ports, c.args),
+                    ready=(ReadyCheck(pod.netns, prometheus_app.port(ports)),), signals_ready=True,
+                    resolv_conf=resolv, env=tuple(c.env.items()), config=prometheus_app.config()))
+                continue
             if c.command:
                 argv = tuple(c.command + c.args)
             elif own:

@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", required=True)
     ap.add_argument("--storage", required=True)
     ap.add_argument("--listen", required=True, help="ip:port for --web.listen-address")
+    ap.add_argument("extra", nargs="*", help="after --: more flags for Prometheus (a pod's args:)")
     args = ap.parse_args(argv)
     if not os.access(args.binary, os.X_OK):
         print(f"prometheus: {args.binary} is not installed; install Debian's package "
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(args.storage, exist_ok=True)
     child = subprocess.Popen([args.binary, f"--config.file={args.config}",
                               f"--storage.tsdb.path={args.storage}",
-                              f"--web.listen-address={args.listen}"],
+                              f"--web.listen-address={args.listen}", *args.extra],
                              stdin=subprocess.DEVNULL, stdout=sys.stdout, stderr=sys.stderr)
     port = int(args.listen.rsplit(":", 1)[1])
     targets = _target_count(args.config)

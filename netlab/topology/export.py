@@ -78,6 +78,10 @@ IMAGES: dict[str, PublicImage] = {
         "prom-label-proxy is the Go reverse proxy netlab's models (httputil.NewSingleHostReverseProxy, "
         "Host kept); it also enforces a label (`--label=namespace`): Prometheus API calls must carry "
         "`?namespace=...`. `--rewrite-host-header-to` has no equivalent flag and is dropped."),
+    "netlab/prometheus": PublicImage(
+        "docker.io/prom/prometheus:v2.42.0",
+        "The same Prometheus (2.42.0, Debian bookworm's version) with the image's own config, which "
+        "scrapes Prometheus itself; netlab's has no scrape job. Storage is the image's /prometheus."),
 }
 
 
@@ -175,6 +179,9 @@ def _container(c: dict[str, Any], result: Export) -> dict[str, Any]:
         out["args"] = [",".join(str(p) for p in ports or [port]), flags.get("--prefix", "").rstrip() or "echo"]
     elif image == "netlab/sleep":
         out["command"] = ["/bin/sleep", "infinity"]
+    elif image == "netlab/prometheus":  # the image's entrypoint is prometheus; args replace its CMD
+        out["args"] = ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus",
+                       f"--web.listen-address=0.0.0.0:{ports[0] if ports else 9090}", *(c.get("args") or [])]
     elif image == "netlab/reverse-proxy":
         out["args"] = [f"--insecure-listen-address=0.0.0.0:{port}", f"--upstream={flags.get('--upstream', '')}",
                        "--label=namespace"]

@@ -35,7 +35,8 @@ def parse_service(doc: Document) -> Service:
         raise doc.error("spec.selector", "the Service has no selector",
                         "add selector: {app: my-app} naming the pod labels; netlab has no manual Endpoints")
     return Service(namespace=meta.namespace, name=meta.name, ports=_ports(doc, spec), selector=selector,
-                   cluster_ip=_cluster_ip(doc, spec), labels=meta.labels, source=doc.source())
+                   cluster_ip=_cluster_ip(doc, spec), labels=meta.labels, source=doc.source(),
+                   annotations=meta.annotations)
 
 
 def _cluster_ip(doc: Document, spec: dict[str, Any]) -> str | None:
