@@ -79,6 +79,59 @@ def service_target_port(namespace: str, service: str, port: int,
     return apply
 
 
+def service_port(namespace: str, service: str, port: int, **fields: object) -> Change:
+    """Change fields of one Service port: `name=None` (unnamed), `app_protocol="tcp"`, …"""
+    def apply(lab: model.Lab) -> model.Lab:
+        _require([f"{s.namespace}/{s.name}" for s in lab.services],
+                 f"{namespace}/{service}", "service")
+        return replace(lab, services=[
+            replace(s, ports=[replace(p, **fields) if p.port == port else p  # type: ignore[arg-type]
+                              for p in s.ports])
+            if (s.namespace, s.name) == (namespace, service) else s
+            for s in lab.services])
+    return apply
+
+
+def annotate_service(namespace: str, service: str, annotations: dict[str, str | None]) -> Change:
+    """Set (or, with None, remove) annotations on a Service's metadata."""
+    def apply(lab: model.Lab) -> model.Lab:
+        _require([f"{s.namespace}/{s.name}" for s in lab.services],
+                 f"{namespace}/{service}", "service")
+        return replace(lab, services=[
+            replace(s, annotations=_labels(s.annotations, annotations))
+            if (s.namespace, s.name) == (namespace, service) else s
+            for s in lab.services])
+    return apply
+
+
+def container_args(namespace: str, deployment: str, container: str,
+                   append: list[str]) -> Change:
+    """Append arguments to one container's `args:` (a flag the app is started with)."""
+    def apply(lab: model.Lab) -> model.Lab:
+        _require([f"{d.namespace}/{d.name}" for d in lab.deployments],
+                 f"{namespace}/{deployment}", "deployment")
+        out = []
+        for d in lab.deployments:
+            if (d.namespace, d.name) == (namespace, deployment):
+                _require([c.name for c in d.containers], container, "container")
+                d = replace(d, containers=[replace(c, args=[*c.args, *append])
+                                           if c.name == container else c
+                                           for c in d.containers])
+            out.append(d)
+        return replace(lab, deployments=out)
+    return apply
+
+
+def remove(kind: str, namespace: str, name: str) -> Change:
+    """Remove one kept resource (a PeerAuthentication, …); it must exist."""
+    def apply(lab: model.Lab) -> model.Lab:
+        _require([f"{r.kind} {r.namespace}/{r.name}" for r in lab.resources],
+                 f"{kind} {namespace}/{name}", "resource")
+        return replace(lab, resources=[r for r in lab.resources
+                                       if (r.kind, r.namespace, r.name) != (kind, namespace, name)])
+    return apply
+
+
 def add(*resources: model.Resource) -> Change:
     """Add kept resources (an AuthorizationPolicy, a PeerAuthentication, …)."""
     return lambda lab: replace(lab, resources=[*lab.resources, *resources])
