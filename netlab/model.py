@@ -95,8 +95,32 @@ class Container:
     env: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class NodeRequirement:
+    """One `matchExpressions` entry of a node affinity term: In, NotIn, Exists, DoesNotExist."""
+
+    key: str
+    operator: str
+    values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SpreadConstraint:
+    """One `topologySpreadConstraints` entry, as the default scheduler reads it."""
+
+    max_skew: int
+    topology_key: str  # a node label: kubernetes.io/hostname, topology.kubernetes.io/zone, ...
+    when_unsatisfiable: str  # DoNotSchedule | ScheduleAnyway
+    match_labels: dict[str, str] | None = None  # None: no labelSelector, so no pod is counted
+
+
+WorkloadKind = Literal["Deployment", "StatefulSet", "Pod"]
+
+
 @dataclass
 class Deployment:
+    """A set of identical pods: a Deployment, a StatefulSet, or a single Pod (kind says which)."""
+
     namespace: str
     name: str
     replicas: int
@@ -107,6 +131,15 @@ class Deployment:
     node_name: str | None = None
     node_selector: dict[str, str] = field(default_factory=dict)
     source: Source | None = None
+    kind: WorkloadKind = "Deployment"
+    # requiredDuringSchedulingIgnoredDuringExecution: a node must match one term (OR),
+    # and a term matches when all its requirements do (AND).
+    affinity: tuple[tuple[NodeRequirement, ...], ...] = ()
+    spread: tuple[SpreadConstraint, ...] = ()
+
+    def pod_name(self, index: int) -> str:
+        """A Pod keeps its own name; replicas are `<name>-<i>` (a StatefulSet's stable names)."""
+        return self.name if self.kind == "Pod" else f"{self.name}-{index}"
 
 
 @dataclass
@@ -172,6 +205,7 @@ class Lab:
     services: list[Service] = field(default_factory=list)
     resources: list[Resource] = field(default_factory=list)  # kept kinds
     files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # said to the user at load (kinds accepted and ignored)
     prometheus: PrometheusSpec = field(default_factory=PrometheusSpec)
 
     def namespace(self, name: str) -> Namespace | None:

@@ -31,6 +31,8 @@ def up(files: tuple[str, ...], name: str | None, prometheus: bool) -> None:
     """
     with interrupts.deferred() as guard:
         lab = topology.load(list(files), name_override=name)  # a bad file builds nothing
+        for note in lab.notes:  # kinds accepted and ignored (ConfigMap, Secret): one line each
+            err().print(f"note: {note}", highlight=False)
         if prometheus:
             lab = prometheus_addon.enable(lab)
         guard.check()

@@ -28,7 +28,7 @@ from netlab.plan.state import (AddressSpec, BridgeSpec, DesiredState, NeighSpec,
                                ProcessSpec, ReadyCheck, RouteSpec, RulesetSpec, SysctlSpec, VethSpec)
 from netlab.snapshot import Endpoint, ServicePort, Workload
 from netlab.snapshot import Service as ServiceSnapshot
-from netlab.topology.placement import eligible_nodes
+from netlab.topology.placement import Unschedulable, schedule
 
 APP_IMAGES = {"netlab/http-echo": "http-echo", "netlab/tcp-echo": "tcp-echo",
               "netlab/reverse-proxy": "reverse-proxy"}
@@ -90,25 +90,26 @@ def _node_pod_subnets(lab: Lab) -> list[ipaddress.IPv4Network]:
     return list(cidr.subnets(new_prefix=new_prefix))[: len(lab.nodes)]
 
 
-def _place(lab: Lab, dep: Deployment, load: dict[str, int]) -> list[str]:
-    """Scheduler stand-in: spread replicas over the eligible nodes, least-loaded first."""
-    order = [n.name for n in lab.nodes]
-    eligible = [n.name for n in eligible_nodes(lab, dep)]
-    placed = []
-    for _ in range(dep.replicas):
-        node = min(eligible, key=lambda n: (load[n], order.index(n)))
-        load[node] += 1
-        placed.append(node)
-    return placed
+def _placements(lab: Lab) -> list[list[str]]:
+    """The scheduler stand-in (topology/placement.py), the one the loader checked with.
+
+    A model built in code (not loaded) may still ask for the impossible: said here."""
+    try:
+        return schedule(lab.nodes, lab.deployments)
+    except Unschedulable as e:
+        dep = e.deployment
+        where = "spec.template.spec" if dep.kind != "Pod" else "spec"
+        raise TopologyError(dep.source.file if dep.source else "<lab>", dep.source.document if dep.source else None,
+                            where, f"replica {e.replica} of {dep.kind} {dep.namespace}/{dep.name} fits no node: "
+                            f"{e.reason}", "relax the placement rules or add nodes") from None
 
 
 def _plan_pods(lab: Lab, state: DesiredState) -> None:
-    load = {n.name: 0 for n in lab.nodes}
     nodes = {n.name: n for n in state.nodes}
     next_host = {n.name: 2 for n in state.nodes}  # .0 network, .1 left for the node
     veth_index = {n.name: 0 for n in state.nodes}
-    for dep in lab.deployments:
-        for i, node_name in enumerate(_place(lab, dep, load)):
+    for dep, placed in zip(lab.deployments, _placements(lab)):
+        for i, node_name in enumerate(placed):
             node = nodes[node_name]
             subnet = ipaddress.ip_network(node.pod_cidr)
             if next_host[node_name] >= subnet.num_addresses - 1:
@@ -118,7 +119,7 @@ def _plan_pods(lab: Lab, state: DesiredState) -> None:
                                     "spread the pods over more nodes or use fewer replicas")
             ip = str(subnet.network_address + next_host[node_name])
             next_host[node_name] += 1
-            name = f"{dep.name}-{i}"
+            name = dep.pod_name(i)
             ns = naming.pod_netns(lab.name, dep.namespace, name)
             host_veth = naming.pod_host_veth(veth_index[node_name])
             veth_index[node_name] += 1

@@ -1,8 +1,9 @@
-"""Deployment documents → model.Deployment.
+"""Deployment, StatefulSet and Pod documents → model.Deployment (its `kind` says which).
 
-Only what shapes the dataplane is read: replicas, placement, identity (service account),
-labels and annotations (mesh opt-in and opt-out), and each container's process and
-ports. Checks that need other documents (nodes, service accounts) live in references.py.
+Only what shapes the dataplane is read: replicas, placement (nodeName, nodeSelector,
+required node affinity, topologySpreadConstraints), identity (service account), labels
+and annotations (mesh opt-in and opt-out), and each container's process, ports and env.
+Checks that need other documents (nodes, service accounts) live in references.py.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import re
 from typing import Any
 
 from netlab.mesh import PROXY_PORTS
-from netlab.model import BUILTIN_IMAGES, Container, ContainerPort, Deployment
+from netlab.model import BUILTIN_IMAGES, Container, ContainerPort, Deployment, NodeRequirement, SpreadConstraint
 import netlab.topology.exported as exported
 import netlab.topology.ignored as ignored
 from netlab.topology.documents import Document, index, join
 from netlab.topology.fields import (NAME, NAME_HELP, SUBDOMAIN, SUBDOMAIN_HELP, check_fields, integer, mapping,
-                                    required, sequence, string, string_list, string_map, wrong_type)
+                                    required, sequence, string, string_list, string_map, suggest, wrong_type)
 from netlab.topology.objects import envelope, metadata
 
 # IANA service name, as Kubernetes requires for port names: at most 15 characters,
@@ -32,14 +33,38 @@ ENV_NAME_HELP = "use letters, digits, '_', '-' and '.', not starting with a digi
 
 TEMPLATE = "spec.template"
 POD = "spec.template.spec"
+OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+WHEN_UNSATISFIABLE = ("DoNotSchedule", "ScheduleAnyway")
 
 
 def parse_deployment(doc: Document) -> Deployment:
+    return _replicated(doc, "Deployment", ("replicas", "selector", "template"), ignored.DEPLOYMENT_SPEC, {})
+
+
+def parse_statefulset(doc: Document) -> Deployment:
+    """A StatefulSet: like a Deployment for the dataplane, with its stable pod names
+    (`<name>-0`, `<name>-1`, ...). Storage and update fields are accepted and ignored."""
+    return _replicated(doc, "StatefulSet", ("replicas", "selector", "template", "serviceName"),
+                       ignored.STATEFULSET_SPEC, ignored.UNSUPPORTED_STATEFULSET_SPEC)
+
+
+def parse_pod(doc: Document) -> Deployment:
+    """A bare Pod: one pod with its own name; its labels and annotations are its metadata's."""
+    envelope(doc)
+    meta = metadata(doc, namespaced=True)
+    spec = mapping(doc, required(doc, doc.data, "", "spec", "spec: {containers: [...]}"), "spec")
+    return Deployment(namespace=meta.namespace, name=meta.name, replicas=1, labels=meta.labels,
+                      annotations=meta.annotations, source=doc.source(), kind="Pod", **_pod_spec(doc, spec, "spec"))
+
+
+def _replicated(doc: Document, kind: str, known: tuple[str, ...], ignore: tuple[str, ...],
+                unsupported: dict[str, str]) -> Deployment:
     envelope(doc)
     meta = metadata(doc, namespaced=True)
     spec = mapping(doc, required(doc, doc.data, "", "spec", "spec: {replicas: 1, selector: ..., template: ...}"),
                    "spec")
-    check_fields(doc, spec, "spec", ("replicas", "selector", "template"), ignored.DEPLOYMENT_SPEC)
+    check_fields(doc, spec, "spec", known, ignore, unsupported)
+    string(doc, spec, "spec", "serviceName", pattern=NAME, pattern_help=NAME_HELP)  # read to check only
     replicas = integer(doc, spec, "spec", "replicas", default=1, low=0, high=64)
     template = mapping(doc, required(doc, spec, "spec", "template", "template: {metadata: ..., spec: ...}"),
                        TEMPLATE)
@@ -50,24 +75,106 @@ def parse_deployment(doc: Document) -> Deployment:
     labels = string_map(doc, tmeta, tmeta_path, "labels")
     annotations = string_map(doc, tmeta, tmeta_path, "annotations")
     _check_selector(doc, spec, labels)
-
     pod = mapping(doc, required(doc, template, TEMPLATE, "spec", "spec: {containers: [...]}"), POD)
     pod, annotations = exported.restore(doc, pod, annotations)  # `netlab export`'s files read as the originals
-    check_fields(doc, pod, POD, ("serviceAccountName", "nodeName", "nodeSelector", "containers"),
+    return Deployment(namespace=meta.namespace, name=meta.name, replicas=replicas,  # type: ignore[arg-type]
+                      labels=labels, annotations=annotations, source=doc.source(), kind=kind,  # type: ignore[arg-type]
+                      **_pod_spec(doc, pod, POD))
+
+
+def _pod_spec(doc: Document, pod: dict[str, Any], path: str) -> dict[str, Any]:
+    """The fields of a pod spec that shape the dataplane: identity, placement, containers."""
+    check_fields(doc, pod, path, ("serviceAccountName", "nodeName", "nodeSelector", "containers", "affinity",
+                                  "topologySpreadConstraints"),
                  ignored.POD_SPEC, ignored.UNSUPPORTED_POD_SPEC)
-    node_name = string(doc, pod, POD, "nodeName", pattern=NAME, pattern_help=NAME_HELP)
-    node_selector = string_map(doc, pod, POD, "nodeSelector")
+    node_name = string(doc, pod, path, "nodeName", pattern=NAME, pattern_help=NAME_HELP)
+    node_selector = string_map(doc, pod, path, "nodeSelector")
     if node_name and node_selector:
-        raise doc.error(join(POD, "nodeSelector"), "both nodeName and nodeSelector are given",
+        raise doc.error(join(path, "nodeSelector"), "both nodeName and nodeSelector are given",
                         "keep one: nodeName pins every replica to one node, nodeSelector lets "
                         "replicas spread over the matching nodes")
-    return Deployment(
-        namespace=meta.namespace, name=meta.name, replicas=replicas,  # type: ignore[arg-type]
-        service_account=string(doc, pod, POD, "serviceAccountName", default="default",
-                               pattern=SUBDOMAIN, pattern_help=SUBDOMAIN_HELP),  # type: ignore[arg-type]
-        labels=labels, annotations=annotations, containers=_containers(doc, pod),
-        node_name=node_name, node_selector=node_selector, source=doc.source(),
-    )
+    return {"service_account": string(doc, pod, path, "serviceAccountName", default="default",
+                                      pattern=SUBDOMAIN, pattern_help=SUBDOMAIN_HELP),
+            "node_name": node_name, "node_selector": node_selector,
+            "containers": _containers(doc, pod, path),
+            "affinity": _affinity(doc, pod, path), "spread": _spread(doc, pod, path)}
+
+
+def _affinity(doc: Document, pod: dict[str, Any], path: str) -> tuple[tuple[NodeRequirement, ...], ...]:
+    """affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms."""
+    here = join(path, "affinity")
+    affinity = mapping(doc, pod.get("affinity"), here)
+    check_fields(doc, affinity, here, ("nodeAffinity",), (), ignored.UNSUPPORTED_AFFINITY)
+    here = join(here, "nodeAffinity")
+    node = mapping(doc, affinity.get("nodeAffinity"), here)
+    check_fields(doc, node, here, ("requiredDuringSchedulingIgnoredDuringExecution",), (),
+                 ignored.UNSUPPORTED_NODE_AFFINITY)
+    here = join(here, "requiredDuringSchedulingIgnoredDuringExecution")
+    required_ = mapping(doc, node.get("requiredDuringSchedulingIgnoredDuringExecution"), here)
+    if "requiredDuringSchedulingIgnoredDuringExecution" not in node:
+        return ()
+    check_fields(doc, required_, here, ("nodeSelectorTerms",))
+    terms_path = join(here, "nodeSelectorTerms")
+    items = sequence(doc, required_, here, "nodeSelectorTerms")
+    if not items:
+        raise doc.error(terms_path, "nodeSelectorTerms is empty, so no node can match",
+                        "add a term, e.g. - matchExpressions: [{key: topology.kubernetes.io/zone, "
+                        "operator: In, values: [zone-a]}]")
+    terms = []
+    for i, item in enumerate(items):
+        term_path = index(terms_path, i)
+        term = mapping(doc, item, term_path)
+        check_fields(doc, term, term_path, ("matchExpressions",), (), ignored.UNSUPPORTED_NODE_SELECTOR_TERM)
+        exprs = sequence(doc, term, term_path, "matchExpressions")
+        if not exprs:
+            raise doc.error(term_path, "an empty node selector term matches no node (Kubernetes' rule)",
+                            "give it matchExpressions, or remove the term")
+        terms.append(tuple(_requirement(doc, e, index(join(term_path, "matchExpressions"), j))
+                           for j, e in enumerate(exprs)))
+    return tuple(terms)
+
+
+def _requirement(doc: Document, item: Any, path: str) -> NodeRequirement:
+    e = mapping(doc, item, path)
+    check_fields(doc, e, path, ("key", "operator", "values"), (), ignored.UNSUPPORTED_OPERATOR_FIELDS)
+    key = string(doc, e, path, "key", required_example="key: topology.kubernetes.io/zone")
+    operator = string(doc, e, path, "operator", required_example="operator: In")
+    if operator not in OPERATORS:
+        fix = ("netlab's nodes have no numeric labels to compare; use In, NotIn, Exists or DoesNotExist"
+               if operator in ("Gt", "Lt") else f"use one of {', '.join(OPERATORS)}{suggest(str(operator), OPERATORS)}")
+        raise doc.error(join(path, "operator"), f"operator {operator!r} is not supported", fix)
+    values = string_list(doc, e, path, "values")
+    if operator in ("In", "NotIn") and not values:
+        raise doc.error(join(path, "values"), f"operator {operator} needs at least one value",
+                        "list the label values, e.g. values: [zone-a]")
+    if operator in ("Exists", "DoesNotExist") and values:
+        raise doc.error(join(path, "values"), f"operator {operator} takes no values (Kubernetes' rule)",
+                        "remove values")
+    return NodeRequirement(key, operator, tuple(values))  # type: ignore[arg-type]
+
+
+def _spread(doc: Document, pod: dict[str, Any], path: str) -> tuple[SpreadConstraint, ...]:
+    base = join(path, "topologySpreadConstraints")
+    out = []
+    for i, item in enumerate(sequence(doc, pod, path, "topologySpreadConstraints")):
+        here = index(base, i)
+        c = mapping(doc, item, here)
+        check_fields(doc, c, here, ("maxSkew", "topologyKey", "whenUnsatisfiable", "labelSelector"), (),
+                     ignored.UNSUPPORTED_SPREAD)
+        skew = integer(doc, c, here, "maxSkew", low=1, high=1000, required_example="maxSkew: 1")
+        key = string(doc, c, here, "topologyKey", required_example="topologyKey: kubernetes.io/hostname")
+        when = string(doc, c, here, "whenUnsatisfiable", required_example="whenUnsatisfiable: DoNotSchedule")
+        if when not in WHEN_UNSATISFIABLE:
+            raise doc.error(join(here, "whenUnsatisfiable"), f"{when!r} is not a whenUnsatisfiable value"
+                            f"{suggest(str(when), WHEN_UNSATISFIABLE)}", f"use {' or '.join(WHEN_UNSATISFIABLE)}")
+        match = None
+        if "labelSelector" in c:
+            sel_path = join(here, "labelSelector")
+            sel = mapping(doc, c.get("labelSelector"), sel_path)
+            check_fields(doc, sel, sel_path, ("matchLabels",), (), ignored.UNSUPPORTED_SELECTOR)
+            match = string_map(doc, sel, sel_path, "matchLabels")
+        out.append(SpreadConstraint(skew, key, when, match))  # type: ignore[arg-type]
+    return tuple(out)
 
 
 def _check_selector(doc: Document, spec: dict[str, Any], labels: dict[str, str]) -> None:
@@ -89,9 +196,9 @@ def _check_selector(doc: Document, spec: dict[str, Any], labels: dict[str, str])
                             f"make spec.template.metadata.labels contain {key}: {value}")
 
 
-def _containers(doc: Document, pod: dict[str, Any]) -> list[Container]:
-    path = join(POD, "containers")
-    items = sequence(doc, pod, POD, "containers")
+def _containers(doc: Document, pod: dict[str, Any], pod_path: str) -> list[Container]:
+    path = join(pod_path, "containers")
+    items = sequence(doc, pod, pod_path, "containers")
     if not items:
         raise doc.error(path, "a pod needs at least one container",
                         "add containers: [{name: app, image: netlab/http-echo}]")

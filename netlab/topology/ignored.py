@@ -23,6 +23,12 @@ SERVICE_ACCOUNT = ("secrets", "imagePullSecrets", "automountServiceAccountToken"
 
 DEPLOYMENT_SPEC = ("strategy", "revisionHistoryLimit", "progressDeadlineSeconds", "minReadySeconds", "paused")
 
+STATEFULSET_SPEC = ("podManagementPolicy", "updateStrategy", "revisionHistoryLimit", "minReadySeconds",
+                    "volumeClaimTemplates", "persistentVolumeClaimRetentionPolicy")
+
+# ConfigMap and Secret: accepted (a real manifest carries them) and not served to pods.
+CONFIG_OBJECT = ("data", "binaryData", "stringData", "immutable", "type")
+
 POD_TEMPLATE_METADATA = ("name", "namespace", "creationTimestamp")
 
 POD_SPEC = (
@@ -46,8 +52,6 @@ SERVICE_PORT = ("nodePort",)
 
 # Known fields that would change placement or wiring; ignoring them would mislead.
 UNSUPPORTED_POD_SPEC = {
-    "affinity": "remove it; place pods with nodeName or nodeSelector",
-    "topologySpreadConstraints": "remove it; replicas are already spread round-robin over the matching nodes",
     "hostNetwork": "remove it; every netlab pod gets its own network namespace",
     "initContainers": "remove them; netlab runs only the containers list (istio-init is modelled by the mesh layer)",
     "serviceAccount": "rename it to serviceAccountName (serviceAccount is the deprecated spelling)",
@@ -56,12 +60,44 @@ UNSUPPORTED_POD_SPEC = {
 }
 
 UNSUPPORTED_CONTAINER = {
-    "envFrom": "list each variable under env with a literal value; netlab has no ConfigMaps or Secrets",
+    "envFrom": "list each variable under env with a literal value; netlab accepts ConfigMaps and Secrets "
+               "but does not serve them to pods",
     "workingDir": "remove it, or cd inside command",
 }
 
 UNSUPPORTED_ENV = {
-    "valueFrom": "give a literal value; netlab has no ConfigMaps, Secrets or downward API",
+    "valueFrom": "give a literal value: netlab accepts ConfigMaps and Secrets but does not serve them to "
+                 "pods, and has no downward API",
+}
+
+UNSUPPORTED_STATEFULSET_SPEC = {
+    "ordinals": "remove it; pods are named <name>-0, <name>-1, ...",
+}
+
+UNSUPPORTED_AFFINITY = {
+    "podAffinity": "remove it; netlab places pods by node rules (nodeSelector, node affinity) and "
+                   "topologySpreadConstraints",
+    "podAntiAffinity": "remove it, or spread replicas with topologySpreadConstraints "
+                       "(topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule)",
+}
+
+UNSUPPORTED_NODE_AFFINITY = {
+    "preferredDuringSchedulingIgnoredDuringExecution":
+        "netlab does not score preferences; make the term required, or remove it",
+}
+
+UNSUPPORTED_NODE_SELECTOR_TERM = {
+    "matchFields": "select nodes by label with matchExpressions (metadata.name is the label "
+                   "kubernetes.io/hostname)",
+}
+
+UNSUPPORTED_OPERATOR_FIELDS: dict[str, str] = {}
+
+UNSUPPORTED_SPREAD = {
+    "minDomains": "remove it; the domains are the eligible nodes' label values",
+    "matchLabelKeys": "list the labels in labelSelector.matchLabels instead",
+    "nodeAffinityPolicy": "remove it; node affinity and nodeSelector are honoured (the default, Honor)",
+    "nodeTaintsPolicy": "remove it; netlab nodes have no taints",
 }
 
 UNSUPPORTED_CONTAINER_PORT = {
@@ -89,6 +125,8 @@ def all_lists() -> dict[str, tuple[str, ...]]:
         "Namespace": NAMESPACE,
         "ServiceAccount": SERVICE_ACCOUNT,
         "Deployment spec": DEPLOYMENT_SPEC,
+        "StatefulSet spec": STATEFULSET_SPEC,
+        "ConfigMap, Secret": CONFIG_OBJECT,
         "pod template metadata": POD_TEMPLATE_METADATA,
         "pod spec": POD_SPEC,
         "container": CONTAINER,

@@ -30,7 +30,8 @@ KUBERNETES_VERSION = "1.33"
 """The Kubernetes API whose schemas apply: the newest bundled one not newer than this."""
 
 # kind → apiVersion netlab accepts; each has a schema file in kubernetes-validate.
-KINDS = {"Namespace": "v1", "ServiceAccount": "v1", "Deployment": "apps/v1", "Service": "v1"}
+KINDS = {"Namespace": "v1", "ServiceAccount": "v1", "Deployment": "apps/v1", "Service": "v1",
+         "StatefulSet": "apps/v1", "Pod": "v1", "ConfigMap": "v1", "Secret": "v1"}
 
 _VERSION_DIR = re.compile(r"^v(\d+)\.(\d+)\.\d+-local-strict$")
 

@@ -15,12 +15,12 @@ from netlab.errors import TopologyError
 from netlab.model import Lab
 from netlab.topology.k8s_schema import KINDS as KUBERNETES_KINDS
 from netlab.topology.k8s_schema import validate as validate_kubernetes
-from netlab.topology.deployment import parse_deployment
+from netlab.topology.deployment import parse_deployment, parse_pod, parse_statefulset
 from netlab.topology.documents import Document, read_file
 from netlab.topology.safe_yaml import Budget
 from netlab.topology.fields import suggest, type_name
 from netlab.topology.header import LAB_API_VERSION, check_name_override, parse_lab
-from netlab.topology.objects import parse_kept, parse_namespace, parse_service_account
+from netlab.topology.objects import parse_config_object, parse_kept, parse_namespace, parse_service_account
 from netlab.topology.references import Collected, Parsed, build_lab
 from netlab.topology.service import parse_service
 
@@ -33,6 +33,10 @@ KINDS: dict[str, tuple[tuple[str, ...], Callable[[Document], Parsed] | None]] = 
     "Namespace": (("v1",), parse_namespace),
     "ServiceAccount": (("v1",), parse_service_account),
     "Deployment": (("apps/v1",), parse_deployment),
+    "StatefulSet": (("apps/v1",), parse_statefulset),
+    "Pod": (("v1",), parse_pod),
+    "ConfigMap": (("v1",), parse_config_object),
+    "Secret": (("v1",), parse_config_object),
     "Service": (("v1",), parse_service),
     "PeerAuthentication": (ISTIO_SECURITY, parse_kept),
     "AuthorizationPolicy": (ISTIO_SECURITY, parse_kept),

@@ -68,6 +68,28 @@ def parse_service_account(doc: Document) -> ServiceAccount:
     return ServiceAccount(namespace=meta.namespace, name=meta.name, source=doc.source())
 
 
+@dataclass
+class Ignored:
+    """A kind netlab accepts and does not use (ConfigMap, Secret): it only yields a note."""
+
+    kind: str
+    namespace: str
+    name: str
+
+    @property
+    def note(self) -> str:
+        return (f"{self.kind} {self.namespace}/{self.name} is accepted and ignored: netlab does not "
+                "serve ConfigMaps or Secrets to pods")
+
+
+def parse_config_object(doc: Document) -> Ignored:
+    """ConfigMap or Secret: checked (metadata, fields, Kubernetes' schema), then only noted."""
+    check_fields(doc, doc.data, "", ("apiVersion", "kind", "metadata"),
+                 ignored.TOP_LEVEL + ignored.CONFIG_OBJECT)
+    meta = metadata(doc, namespaced=True, name_pattern=SUBDOMAIN, name_help=SUBDOMAIN_HELP)
+    return Ignored(doc.data["kind"], meta.namespace, meta.name)
+
+
 def parse_kept(doc: Document) -> Resource:
     """Envelope and metadata here; the spec by the kind's own CRD schema (crd.py).
 

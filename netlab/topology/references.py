@@ -19,8 +19,8 @@ from netlab.topology.fields import suggest
 from netlab.topology.header import LabHeader
 from netlab.topology.injection import check_deployment as check_injection
 from netlab.topology.injection import check_namespace as check_namespace_profile
-from netlab.topology.objects import DEFAULT_NAMESPACE
-from netlab.topology.placement import nodes_for
+from netlab.topology.objects import DEFAULT_NAMESPACE, Ignored
+from netlab.topology.placement import Unschedulable, nodes_for, schedule
 
 # Namespaces every lab has without declaring them: Kubernetes' "default", and Istio's
 # root namespace, where mesh-wide PeerAuthentication and AuthorizationPolicy live.
@@ -29,7 +29,7 @@ DEFAULT_SERVICE_ACCOUNT = "default"
 MAX_PODS = 256
 """Pods one lab may have, summed over every Deployment's replicas."""
 
-Parsed = Union[Namespace, ServiceAccount, Deployment, Service, Resource]
+Parsed = Union[Namespace, ServiceAccount, Deployment, Service, Resource, Ignored]
 
 LAB_EXAMPLE = ("add a document like:\n"
                "    apiVersion: netlab.dev/v1alpha1\n"
@@ -47,7 +47,7 @@ class Collected:
 
 
 def _kind(obj: Parsed) -> str:
-    return obj.kind if isinstance(obj, Resource) else type(obj).__name__
+    return obj.kind if isinstance(obj, (Resource, Ignored, Deployment)) else type(obj).__name__
 
 
 def _namespace_of(obj: Parsed) -> str | None:
@@ -77,6 +77,7 @@ def build_lab(collected: Collected, files: list[str], name_override: str | None)
         for key, value in dep.labels.items():
             by_label.setdefault((dep.namespace, key, value), []).append((dep, dep_doc))
     _check_pod_count(deployments)
+    _check_pod_names(deployments)
     cluster_ips: dict[str, tuple[Service, Document]] = {}
     service_net = ipaddress.IPv4Network(header.service_cidr)
     for obj, doc in collected.objects:
@@ -96,6 +97,7 @@ def build_lab(collected: Collected, files: list[str], name_override: str | None)
             _check_service(obj, doc, service_net, cluster_ips, by_label.get((obj.namespace, *first), []))
     _check_service_addresses([(o, d) for o, d in collected.objects if isinstance(o, Service)], service_net,
                              header)
+    _check_schedulable(header, deployments)
 
     return Lab(
         name=name_override or header.name, nodes=header.nodes, istio_version=header.istio_version,
@@ -105,6 +107,7 @@ def build_lab(collected: Collected, files: list[str], name_override: str | None)
         services=[o for o, _ in collected.objects if isinstance(o, Service)],
         resources=[o for o, _ in collected.objects if isinstance(o, Resource)], files=list(files),
         prometheus=header.prometheus,
+        notes=[o.note for o, _ in collected.objects if isinstance(o, Ignored)],
     )
 
 
@@ -122,9 +125,14 @@ def _reject_duplicates(objects: list[tuple[Parsed, Document]]) -> None:
         seen[key] = doc
 
 
+def pod_path(dep: Deployment) -> str:
+    """Where the pod spec is in the workload's document."""
+    return "spec" if dep.kind == "Pod" else "spec.template.spec"
+
+
 def _check_deployment(dep: Deployment, doc: Document, header: LabHeader,
                       accounts: set[tuple[str, str]]) -> None:
-    pod = "spec.template.spec"
+    pod = pod_path(dep)
     if (dep.namespace, dep.service_account) not in accounts:
         in_ns = sorted(name for ns, name in accounts if ns == dep.namespace)
         raise doc.error(join(pod, "serviceAccountName"),
@@ -135,7 +143,8 @@ def _check_deployment(dep: Deployment, doc: Document, header: LabHeader,
                         f"{', '.join(in_ns)}")
     if header.istio_version == "1.23" and dep.annotations.get(BYPASS_INBOUND_ANNOTATION) == "true":
         # Istio's 1.23 golden files have no bypass case, so there are no verified rules to install.
-        raise doc.error(join("spec.template.metadata.annotations", BYPASS_INBOUND_ANNOTATION),
+        raise doc.error(join("metadata.annotations" if dep.kind == "Pod" else "spec.template.metadata.annotations",
+                             BYPASS_INBOUND_ANNOTATION),
                         f"{BYPASS_INBOUND_ANNOTATION} is only modelled for Istio 1.24+ (REDIRECT mode)",
                         "remove the annotation, or set spec.istio.version: \"1.24+\" in the Lab document")
     node_names = [n.name for n in header.nodes]
@@ -143,8 +152,14 @@ def _check_deployment(dep: Deployment, doc: Document, header: LabHeader,
         raise doc.error(join(pod, "nodeName"),
                         f"node {dep.node_name!r} is not a Lab node{suggest(dep.node_name, node_names)}",
                         f"use one of the nodes in the Lab document: {', '.join(node_names)}")
-    if dep.node_selector and not nodes_for(header.nodes, dep):
+    if not nodes_for(header.nodes, dep):
         labels = "; ".join(f"{n.name}: {n.labels}" for n in header.nodes)
+        if dep.affinity:
+            raise doc.error(join(join(pod, "affinity"), "nodeAffinity"),
+                            "no node matches the required node affinity"
+                            + (f" together with nodeSelector {dep.node_selector}" if dep.node_selector else "")
+                            + (f" and nodeName {dep.node_name}" if dep.node_name else ""),
+                            f"match labels a node has ({labels}), or add the labels to a node in the Lab document")
         raise doc.error(join(pod, "nodeSelector"), f"nodeSelector {dep.node_selector} matches no node",
                         f"match labels a node has ({labels}), or add the labels to a node in the Lab document")
 
@@ -183,6 +198,42 @@ def _check_service(svc: Service, doc: Document, service_net: ipaddress.IPv4Netwo
                                 f"(its port names: {listed}){suggest(port.target_port, names)}",
                                 "name the port in the Deployment's containers[].ports[].name, "
                                 "or use the port number as targetPort")
+
+
+def _check_pod_names(deployments: list[tuple[Deployment, Document]]) -> None:
+    """Pod names are unique in a namespace: a Pod `web-0` and replica 0 of `web` would be one
+    network namespace. Workload names too, so every pod belongs to exactly one workload."""
+    pods: dict[tuple[str, str], tuple[Deployment, Document]] = {}
+    workloads: dict[tuple[str, str], tuple[Deployment, Document]] = {}
+    for dep, doc in deployments:
+        first = workloads.setdefault((dep.namespace, dep.name), (dep, doc))
+        if first[0] is not dep:
+            raise doc.error("metadata.name", f"{first[0].kind} {dep.name!r} in namespace {dep.namespace!r} "
+                            f"has the same name ({first[1].file}, document {first[1].number})",
+                            "give each Deployment, StatefulSet and Pod of a namespace its own name")
+        for i in range(dep.replicas):
+            name = dep.pod_name(i)
+            first = pods.setdefault((dep.namespace, name), (dep, doc))
+            if first[0] is not dep:
+                raise doc.error("metadata.name", f"pod {dep.namespace}/{name} of {dep.kind} {dep.name!r} is also "
+                                f"a pod of {first[0].kind} {first[0].name!r} ({first[1].file}, document "
+                                f"{first[1].number})", "rename one of them so their pod names differ")
+
+
+def _check_schedulable(header: LabHeader, deployments: list[tuple[Deployment, Document]]) -> None:
+    """Run the scheduler now, as the planner will: a pod no node can take is refused here,
+    at the constraint that rules every node out."""
+    try:
+        schedule(header.nodes, [d for d, _ in deployments])
+    except Unschedulable as e:
+        doc = next(d for dep, d in deployments if dep is e.deployment)
+        pod = pod_path(e.deployment)
+        at = (index(join(pod, "topologySpreadConstraints"), e.constraint) if e.constraint is not None
+              else pod)
+        raise doc.error(at, f"replica {e.replica} of {e.deployment.kind} {e.deployment.namespace}/"
+                        f"{e.deployment.name} fits no node: {e.reason}",
+                        "raise maxSkew, use whenUnsatisfiable: ScheduleAnyway, add nodes (or node labels), "
+                        "or use fewer replicas") from None
 
 
 def _check_pod_count(deployments: list[tuple[Deployment, Document]]) -> None:

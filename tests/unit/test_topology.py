@@ -195,7 +195,7 @@ def test_real_world_manifest_with_ignored_fields_loads(tmp_path: Path) -> None:
 
 BAD_INPUTS = [
     # (id, documents after the Lab doc, expected document number, expected path, problem words)
-    ("unknown kind", ["apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n"], 2, "kind",
+    ("unknown kind", ["apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: c}\n"], 2, "kind",
      "unsupported kind"),
     ("missing kind", ["apiVersion: v1\nmetadata: {name: c}\n"], 2, "kind", "missing kind"),
     ("missing apiVersion", ["kind: Namespace\nmetadata: {name: n}\n"], 2, "apiVersion", "missing apiVersion"),
@@ -245,8 +245,8 @@ BAD_INPUTS = [
       "  selector: {app: a}\n  ports: [{port: 80}]\n"],
      2, "spec.type", "not supported"),
     ("unsupported affinity",
-     [ECHO.replace("    spec:\n      containers", "    spec:\n      affinity: {}\n      containers")],
-     2, "spec.template.spec.affinity", "not supported"),
+     [ECHO.replace("    spec:\n      containers", "    spec:\n      affinity: {podAntiAffinity: {}}\n      containers")],
+     2, "spec.template.spec.affinity.podAntiAffinity", "not supported"),
     ("duplicate yaml key", [ECHO.replace("metadata: {name: echo}", "metadata:\n  name: echo\n  name: echo2")],
      2, "metadata.name", "duplicate key"),
     ("args item not a string", [ECHO.replace("image: netlab/http-echo", "image: netlab/http-echo\n          args: [8080]")],
@@ -392,7 +392,9 @@ def test_docs_name_every_ignored_and_refused_field() -> None:
     text = (REPO / "docs" / "topology.md").read_text()
     names = [f for fields in ignored.all_lists().values() for f in fields]
     refused = [ignored.UNSUPPORTED_POD_SPEC, ignored.UNSUPPORTED_CONTAINER, ignored.UNSUPPORTED_ENV,
-               ignored.UNSUPPORTED_CONTAINER_PORT, ignored.UNSUPPORTED_SELECTOR, ignored.UNSUPPORTED_SERVICE_SPEC]
+               ignored.UNSUPPORTED_CONTAINER_PORT, ignored.UNSUPPORTED_SELECTOR, ignored.UNSUPPORTED_SERVICE_SPEC,
+               ignored.UNSUPPORTED_STATEFULSET_SPEC, ignored.UNSUPPORTED_AFFINITY, ignored.UNSUPPORTED_NODE_AFFINITY,
+               ignored.UNSUPPORTED_NODE_SELECTOR_TERM, ignored.UNSUPPORTED_SPREAD]
     names += [f for table in refused for f in table]
     assert [f for f in names if f"`{f}`" not in text and f"`env[].{f}`" not in text
             and f"`selector.{f}`" not in text] == []

@@ -209,7 +209,8 @@ def test_ignored_fields_still_have_kubernetes_shapes(tmp_path: Path, extra: str,
 
 def test_kubernetes_schema_version_is_pinned() -> None:
     assert k8s_schema.schema_version() == k8s_schema.KUBERNETES_VERSION
-    assert set(k8s_schema.KINDS) == {"Namespace", "ServiceAccount", "Deployment", "Service"}
+    assert set(k8s_schema.KINDS) == {"Namespace", "ServiceAccount", "Deployment", "Service", "StatefulSet", "Pod",
+                                     "ConfigMap", "Secret"}
     for kind, api in k8s_schema.KINDS.items():
         assert KINDS[kind][0] == (api,)
 
