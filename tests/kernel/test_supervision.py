@@ -90,6 +90,8 @@ def test_kill_9_heals_and_traffic_recovers(lab: str, name: str) -> None:
         down = wait_for(f"{name} reported down", lambda: (s := status(lab))["status"] == "degraded" and s)
         entry = next(p for p in down["processes"] if p["name"] == name)
         assert entry["state"] == "down" and not entry["alive"] and entry["restarts"] == before["restarts"]
+        listed = next(r for r in json.loads(run_cli("list", "--json", check=True).stdout) if r["name"] == lab)
+        assert listed["status"] == "degraded", "list must tell the state status tells"
     finally:
         os.kill(supervisor["pid"], signal.SIGCONT)
     after = wait_for(f"{name} restarted and running",
