@@ -101,7 +101,7 @@ def run(name: str, variants: tuple[str, ...], report_dir: str | None, as_json: b
     else:
         out().print(report.summary_table(results))
     if keep:
-        console.print("kept: " + ", ".join(r.instance for r in results)
+        console.print("kept: " + ", ".join(dict.fromkeys(r.instance for r in results))  # shared once
                       + " (remove with `netlab down NAME`)")
     sys.exit(0 if results and all(r.ok for r in results) else 1)
 

@@ -64,7 +64,14 @@ def test_sparkline_and_empty_chart() -> None:
     svg = sparkline_svg([(0.0, 1.0), (30.0, 3.0), (60.0, 2.0)], width=100, height=20)
     root = ET.fromstring(svg)
     points = root.find(f"{SVG}polyline").get("points").split()
-    assert len(points) == 3 and points[0].startswith("1.0,") and points[1].endswith(",1.0")
+    assert len(points) == 3 and points[0].startswith("2.0,") and points[1].endswith(",2.0")
+    assert len(root.findall(f"{SVG}circle")) == 3
+
+
+def test_a_chart_of_one_datapoint_still_shows_it() -> None:
+    root = ET.fromstring(sparkline_svg([(10.0, 4.0)], width=100, height=20))
+    (dot,) = root.findall(f"{SVG}circle")
+    assert 0 < float(dot.get("cx")) < 100 and 0 < float(dot.get("cy")) < 20
 
 
 @needs_dot

@@ -124,11 +124,17 @@ def sparkline_svg(points: list[tuple[float, float]], width: int = 160, height: i
     v0, v1 = min(0.0, min(vs)), max(vs)
     span_t = (t1 - t0) or 1.0
     span_v = (v1 - v0) or 1.0
-    coords = " ".join(f"{(t - t0) / span_t * (width - 2) + 1:.1f},{height - 1 - (v - v0) / span_v * (height - 2):.1f}"
-                      for t, v in points)
+    # One datapoint is the newest one: drawn at the right end, where "now" is.
+    xy = [(((t - t0) / span_t if t1 > t0 else 1.0) * (width - 4) + 2, height - 2 - (v - v0) / span_v * (height - 4))
+          for t, v in points]
+    coords = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
+    # A dot per datapoint: a chart of one point (a short rate window) still shows.
+    dots = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2" fill="#0066cc"/>' for x, y in xy)
+    zero = height - 2 - (0 - v0) / span_v * (height - 4)
     return (f'<svg class="sparkline" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}"><polyline points="{coords}" fill="none" stroke="#0066cc" '
-            f'stroke-width="1.5"/><title>last {vs[-1]:.2f}, max {v1:.2f}</title></svg>')
+            f'viewBox="0 0 {width} {height}"><line x1="0" y1="{zero:.1f}" x2="{width}" y2="{zero:.1f}" '
+            f'stroke="#d2d2d2" stroke-width="1" shape-rendering="crispEdges"/><polyline points="{coords}" fill="none" stroke="#0066cc" '
+            f'stroke-width="1.5"/>{dots}<title>last {vs[-1]:.2f}, max {v1:.2f}</title></svg>')
 
 
 def panel_html(title: str, series: Iterable[PanelSeries]) -> str:
@@ -136,8 +142,9 @@ def panel_html(title: str, series: Iterable[PanelSeries]) -> str:
     rows = []
     for s in series:
         label = s.query.name + (" (waypoint reverse)" if s.query.reverse else "")
+        peak = f" · peak {max(v for _, v in s.points):.1f} B/s" if s.points else ""
         rows.append(f'<div class="chart"><div class="name">{html.escape(label)} '
-                    f'<small>reporter={html.escape(s.query.reporter)}</small></div>'
+                    f'<small>reporter={html.escape(s.query.reporter)}{peak}</small></div>'
                     f'{sparkline_svg(s.points)}<code>{html.escape(s.query.promql)}</code></div>')
     return f'<section class="panel"><h3>{html.escape(title)}</h3>{"".join(rows)}</section>'
 
