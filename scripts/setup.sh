@@ -14,7 +14,7 @@ say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 # 1. Debian packages.
 PKGS=(iproute2 iptables ipset conntrack nftables bpfcc-tools python3-bpfcc curl iperf3 tcpdump
       tshark iputils-ping dnsutils openssl socat python3-venv python3-pip mininet bridge-utils prometheus
-      chromium vagrant psmisc procps graphviz)
+      chromium vagrant psmisc procps graphviz wrk)
 # Kernel headers for bcc: the running kernel's package when Debian has it (a stock box),
 # else the distro's current headers with the links mesh-facts §11 describes.
 KVER=$(uname -r)

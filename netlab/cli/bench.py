@@ -1,4 +1,4 @@
-"""`netlab bench topology|hbone|trace`: figures side by side with a baseline measured in
+"""`netlab bench topology|hbone|sidecar|trace`: figures side by side with a baseline measured in
 the same run, rendered as tables (or JSON)."""
 
 from __future__ import annotations
@@ -138,6 +138,57 @@ def hbone(seconds: int, connections: int, version: str, as_json: bool) -> None:
     o.print(f"HBONE / 2 C TLS relays = {r['hbone_vs_c_relays']:.0%}; "
             f"2 C TLS relays / bare Python TLS = {r['c_relays_vs_bare_tls']:.0%} "
             f"(a pair of TLS proxies on this {os.cpu_count()}-CPU machine)")
+
+
+@bench.command("sidecar")
+@click.option("--seconds", default=5, show_default=True, help="Duration of each wrk (maximum rate) run.")
+@click.option("--connections", default=10, show_default=True, help="wrk's connections (one thread).")
+@click.option("--rate", default=500, show_default=True, help="Requests/s of the fixed-rate run.")
+@click.option("--rate-seconds", default=5, show_default=True, help="Duration of each fixed-rate run.")
+@click.option("--paced-connections", default=4, show_default=True,
+              help="Keep-alive connections of the fixed-rate client.")
+@click.option("--rounds", default=3, show_default=True,
+              help="Fixed-rate runs per path, interleaved over the paths; medians are reported.")
+@click.option("--json", "as_json", is_flag=True)
+def sidecar(seconds: int, connections: int, rate: int, rate_seconds: int, paced_connections: int,
+            rounds: int, as_json: bool) -> None:
+    """HTTP requests/s and p50/p99 through a client and a server sidecar, beside the direct
+    path and the ambient path: wrk at the maximum rate, a paced client at a fixed rate."""
+    from netlab.bench import sidecar as bs
+
+    require_root()
+    r = bs.run(seconds, connections, rate, rate_seconds, paced_connections, rounds, _say)
+    if as_json:
+        out().print_json(json.dumps(r))
+        return
+    t = Table("path", "req/s", "vs direct", "p50 ms", "p99 ms", "CPU ms/req",
+              f"p50 ms @{rate}/s", f"p90 ms @{rate}/s", f"p99 ms @{rate}/s", "added p50 / proxy pair")
+    for key, p in r["paths"].items():
+        m, f = p["max"], p["fixed"]
+        added = p["added_p50_per_pair_ms"]
+        t.add_row(p["label"], f"{m['rps']:.0f}", f"{p['rps_vs_direct']:.2f}", f"{m['p50_ms']:.2f}",
+                  f"{m['p99_ms']:.2f}", f"{m['cpu_ms_per_request']:.2f}", f"{f['p50_ms']:.2f}",
+                  f"{f['p90_ms']:.2f}", f"{f['p99_ms']:.2f}", "" if added is None else f"{added:+.2f} ms")
+    o = out()
+    o.print(t)
+    o.print(f"req/s, p50/p99: wrk -t1 -c{connections} -d{seconds}s (closed loop, maximum rate); "
+            f"@{rate}/s: a paced Python client (wrk2 is not in Debian), {paced_connections} keep-alive "
+            f"connections, each request timed from its write to the end of its answer, medians of "
+            f"{rounds} interleaved runs of {rate_seconds}s (p50 spread: "
+            + ", ".join(f"{k} {p['fixed']['p50_spread_ms'][0]:.2f}–{p['fixed']['p50_spread_ms'][1]:.2f}"
+                        for k, p in r["paths"].items())
+            + "; achieved " + ", ".join(f"{k} {p['fixed']['rate']:.0f}/s" for k, p in r["paths"].items())
+            + f"); CPU: the whole {r['cpus']}-CPU machine per request.")
+    o.print(f"through the proxies: the server sidecar counted {r['through_proxies']['sidecar']:.0f} "
+            f"mTLS requests; the destination ztunnel {r['through_proxies']['ambient']:.0f} HBONE connections.")
+    for key in ("sidecar", "ambient"):
+        p = r["paths"][key]
+        verdict = "meets" if p["meets_target"] else "[bold red]misses[/]"
+        o.print(f"{key}: {p['added_p50_per_pair_ms']:+.2f} ms p50 per proxy pair at {rate} req/s "
+                f"({verdict} the target of ≤ {bs.TARGET_ADDED_P50_MS:g} ms); {p['added_p90_ms']:+.2f} ms "
+                f"at p90 (anchor: Envoy adds about {bs.ENVOY_P90_ANCHOR_MS:g} ms at p90 per proxy, "
+                f"{2 * bs.ENVOY_P90_ANCHOR_MS:g} ms per pair, Istio's performance page); maximum req/s "
+                f"{p['rps_vs_direct']:.0%} of direct")
 
 
 @bench.command("trace")
