@@ -125,3 +125,22 @@ def test_the_waypoint_is_scraped_as_istios_template_annotates_it() -> None:
     assert wp["labels"]["__meta_kubernetes_namespace"] == "mesh"
     assert wp["labels"]["__meta_kubernetes_pod_label_gateway_istio_io_managed"] == "istio.io-mesh-controller"
     assert "__meta_kubernetes_pod_label_app" not in wp["labels"]
+
+
+def test_sidecars_are_scraped_with_their_pod_labels() -> None:
+    """The injector's Prometheus merge: prometheus.io/port 15020, path /stats/prometheus; the
+    pod's labels (app, version, the tunnel label) become series labels, as in a cluster."""
+    lab = dataclasses.replace(topology.load([REPO / "tests" / "kernel" / "topologies" / "sidecar.yaml"]),
+                              prometheus=PrometheusSpec(True, "1s"))
+    state = plan(lab)
+    sidecars = [p for p in state.pods if p.mode == "sidecar"]
+    assert sidecars
+    job = prometheus.config(state, "1s")["scrape_configs"][0]
+    by_pod = {(sc["labels"]["__meta_kubernetes_namespace"], sc["labels"]["__meta_kubernetes_pod_name"]): sc
+              for sc in job["static_configs"]}
+    for pod in sidecars:
+        sc = by_pod[(pod.namespace, pod.name)]
+        assert sc["targets"] == [f"{pod.ip}:15020"]
+        assert sc["labels"]["__meta_kubernetes_pod_annotation_prometheus_io_path"] == "/stats/prometheus"
+        if "app" in pod.labels:
+            assert sc["labels"]["__meta_kubernetes_pod_label_app"] == pod.labels["app"]

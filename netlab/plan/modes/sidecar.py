@@ -22,7 +22,7 @@ from netlab.plan.istio_rules import SIDECAR_EXCLUDE_INBOUND, SIDECAR_PROXY_STATU
 from netlab.plan.modes.ambient import CA_IP  # the lab CA's address (ambient plans it too)
 from netlab.plan.modes.base import MeshMode, PlanContext
 from netlab.plan.sidecar_xds import MeshView, build
-from netlab.plan.state import IpRuleSpec, ProcessSpec, RouteSpec, RulesetSpec
+from netlab.plan.state import IpRuleSpec, ProcessSpec, RouteSpec, RulesetSpec, ScrapeTarget
 from netlab.snapshot import Bootstrap, CertAuthority, Policy, Workload
 from netlab.xds import AccessLog, SidecarSnapshot
 
@@ -134,7 +134,11 @@ class SidecarMode(MeshMode):
                 # pod-bound bootstrap from the lab CA's directory, then drops to istio-proxy's
                 # ids itself (uid/gid 1337; uid 0 + gid 1337 for TPROXY, as the injection
                 # template runs it) before it opens a socket, so the capture's owner match holds.
-                signals_ready=True, config=snap.to_json()))
+                signals_ready=True, config=snap.to_json(),
+                # The injector's Prometheus merge annotates the pod prometheus.io/port 15020,
+                # prometheus.io/path /stats/prometheus (istio pkg/kube/inject, enablePrometheusMerge).
+                scrape=ScrapeTarget(f"{pod.ip}:{mesh.METRICS_PORT}", pod.namespace, pod.name, pod.node,
+                                    labels=tuple(sorted(pod.labels.items())), path="/stats/prometheus")))
 
 
 def process_name(pod: Workload) -> str:
