@@ -11,9 +11,9 @@ typical end (0.8 of it), measured first on this machine. Each run must end in on
   lab must then be fully up (status ready).
 
 Never exit 0 after a signal was delivered, never a traceback from netlab. One case is
-outside netlab: a SIGINT in the interpreter's own first ~20 ms (while it imports
-`site`, before any netlab code runs) ends Python with "Fatal Python error:
-init_import_site"; that run never started and must have built nothing. Most runs use a lab
+outside netlab: a SIGINT in the interpreter's own first ~20 ms (while it sets up its
+streams or imports `site`, before any netlab code runs) ends Python with "Fatal Python
+error: init_..."; that run never started and must have built nothing. Most runs use a lab
 whose only process is the DNS (fast); every fourth uses two-pods.yaml, which also starts
 an app and the supervisor, so signals land while processes start and say ready.
 """
@@ -78,9 +78,10 @@ def _one(lab: str, topo: Path, sig: int, delay: float, from_build: bool) -> str:
     if sent:
         proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    if sent and ("init_import_site" in err or proc.returncode == -sig):
-        # The interpreter's start (SIGINT: its `site` import fails; SIGTERM: the default
-        # action ends it) or the moment between the entry and `up` taking signals over.
+    if sent and (err.startswith("Fatal Python error: init_") or proc.returncode == -sig):
+        # The interpreter's start (SIGINT: a "Fatal Python error: init_..." while it sets
+        # up sys streams or imports `site`; SIGTERM: the default action ends it) or the
+        # moment between the entry and `up` taking signals over.
         assert leftovers(lab) == [], err
         return "never started"
     assert "Traceback" not in err, err
