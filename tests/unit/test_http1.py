@@ -7,6 +7,8 @@ TCP rather than a socketpair, because the lingering-close test depends on TCP's 
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 from typing import Awaitable, Callable
 
 import pytest
@@ -219,3 +221,38 @@ def test_client_raises_502_on_no_or_a_broken_response(reply: bytes, why: str) ->
     with pytest.raises(http1.HttpError, match=why) as err:
         exchanged(http1.Request("GET", "/", [("Host", "up")]), reply)
     assert err.value.status == 502
+
+
+def _data_segs_out(sock: socket.socket) -> int:
+    """Linux's tcp_info.tcpi_data_segs_out: TCP segments carrying data this socket sent."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 160)
+    return struct.unpack_from("I", info, 156)[0]
+
+
+def test_a_response_with_its_body_leaves_as_one_tcp_segment() -> None:
+    """Head and body in one write: one segment (one TLS record on mTLS) and one wake-up of
+    the reader, not two; through a chain of proxies each extra one is paid at every hop."""
+    async def go() -> tuple[int, bytes]:
+        segs: list[int] = []
+
+        async def conn(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            server = http1.ServerConnection(r, w)
+            await server.read_request()
+            sock = w.get_extra_info("socket")
+            before = _data_segs_out(sock)
+            await server.send_response(http1.Response(200, [("Content-Type", "text/plain")],
+                                                      b"x" * 500))
+            segs.append(_data_segs_out(sock) - before)
+            w.close()
+
+        server = await asyncio.start_server(conn, "127.0.0.1", 0)  # TCP_NODELAY on accept
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+            out = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+        return segs[0], out
+    segs, out = asyncio.run(go())
+    assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"\r\n\r\n" + b"x" * 500)
+    assert segs == 1
