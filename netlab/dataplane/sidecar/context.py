@@ -8,10 +8,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from netlab.dataplane.envoy.accesslog import AccessLog
-from netlab.dataplane.envoy.headers import node_id
+from netlab.dataplane.envoy.headers import mx_headers, node_id
 from netlab.dataplane.envoy.stats import IstioStats, PeerInfo
+from netlab.dataplane.http1 import Header
+from netlab.dataplane.sidecar.pool import HttpPool
 from netlab.dataplane.sidecar.upstream import Connector
-from netlab.xds import SidecarSnapshot
+from netlab.snapshot import Workload
+from netlab.xds import Cluster, RouteConfiguration, SidecarSnapshot
 
 Direction = Literal["outbound", "inbound"]
 
@@ -24,11 +27,38 @@ class Env:
     access_log: AccessLog | None
     me: PeerInfo = field(init=False)
     node_id: str = field(init=False)
+    http_pool: HttpPool = field(init=False)  # upstream HTTP connections, shared by all chains
+    mx: list[Header] = field(init=False)  # our metadata-exchange headers (they never change)
+    _clusters: dict[str, Cluster] = field(init=False, repr=False)
+    _route_configs: dict[str, RouteConfiguration] = field(init=False, repr=False)
+    _by_ip: dict[str, Workload] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        """Index the snapshot once: a lab's config never changes after `up`, and these
+        look-ups run on every request."""
         w = self.snap.workload
         self.me = PeerInfo.of(w)
         self.node_id = node_id("sidecar", w.ip, w.name, w.namespace)
+        self.http_pool = HttpPool()
+        self.mx = mx_headers(self.node_id, self.me)
+        self._clusters = {}
+        for c in self.snap.clusters:
+            self._clusters.setdefault(c.name, c)  # the first of a name, as snap.cluster()
+        self._route_configs = {}
+        for rc in self.snap.route_configs:
+            self._route_configs.setdefault(rc.name, rc)
+        self._by_ip = {}
+        for wl in self.snap.workloads:
+            self._by_ip.setdefault(wl.ip, wl)
+
+    def cluster(self, name: str) -> Cluster | None:
+        return self._clusters.get(name)
+
+    def route_config(self, name: str) -> RouteConfiguration | None:
+        return self._route_configs.get(name)
+
+    def workload_by_ip(self, ip: str) -> Workload | None:
+        return self._by_ip.get(ip)
 
     @property
     def local_san(self) -> str:

@@ -6,7 +6,15 @@ One downstream connection is served request by request (HTTP/1.1 keep-alive, h11
 then tries the upstream up to `1 + num_retries` times under the route's retry policy (Istio's
 default on `default` routes, none on `allow_any`), and what comes back is either the
 upstream's response or one of Envoy's local replies (`netlab.dataplane.envoy.local_reply`).
-Upstream connections are kept per downstream connection and reused while both sides allow.
+Upstream connections come from the sidecar's pool (`pool.HttpPool`, Envoy's per-cluster
+connection pool) and go back to it while HTTP/1.1 allows. HBONE upstreams (sidecar → ambient
+pod) are the exception: they are reused only within their downstream connection and end
+with it, so the destination ztunnel, which logs a connection when it closes, logs each
+client connection when it ends instead of when a shared pooled stream would (docs/sidecar.md).
+
+The access log line and the istio_stats update of a request are written once its response
+has gone out, as Envoy logs at the end of a stream (%DURATION% runs to the last byte sent),
+so neither sits between the upstream's answer and the client.
 """
 
 from __future__ import annotations
@@ -14,10 +22,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 from email.utils import formatdate
-
-import h11
+from functools import lru_cache
 
 from netlab.dataplane import http1
 from netlab.dataplane.envoy import headers as H
@@ -26,20 +32,16 @@ from netlab.dataplane.envoy import retry
 from netlab.dataplane.envoy.accesslog import AccessEntry
 from netlab.dataplane.envoy.stats import PASSTHROUGH_CLUSTER, Edge, PeerInfo, ServiceRef, client_edge, server_edge
 from netlab.dataplane.sidecar.context import Downstream, Env
+from netlab.dataplane.sidecar.pool import HttpPool, Pooled, PoolKey
 from netlab.dataplane.sidecar.routing import match_route, match_vhost
 from netlab.dataplane.sidecar.upstream import Upstream, UpstreamFailure, endpoint_peer, pick
-from netlab.xds import ALLOW_ANY, Cluster, HttpConnectionManager, Route, RouteConfiguration
+from netlab.xds import ALLOW_ANY, Cluster, HttpConnectionManager, LbEndpoint, Route, RouteConfiguration
 
 log = logging.getLogger("sidecar.http")
 VIA_UPSTREAM = "via_upstream"
 
 
-@dataclass
-class _Pooled:
-    up: Upstream
-    conn: http1.ClientConnection
-
-
+@lru_cache(maxsize=1024)
 def _policy(route: Route) -> retry.RetryPolicy:
     p = route.retry_policy
     if p is None:
@@ -69,10 +71,16 @@ class HttpChain:
 
     def __init__(self, env: Env, down: Downstream, hcm: HttpConnectionManager) -> None:
         self.env, self.down, self.hcm = env, down, hcm
-        self.pool: dict[tuple[str, str], _Pooled] = {}
+        self._pending: list[tuple[AccessEntry, Edge]] = []  # logged once the response is out
+        self._xfcc: str | None = None  # this connection's XFCC element (same peer throughout)
+        # Under TPROXY the inbound upstream is spoofed from the client (original_src): its
+        # connections are pooled apart per source address, as Envoy's are.
+        self._src = down.remote[0] if env.connector.tproxy and down.direction == "inbound" else ""
+        # HBONE upstreams stay this connection's own and end with it (module docstring).
+        self._own = HttpPool()
 
     def route_config(self) -> RouteConfiguration | None:
-        return self.hcm.route_config or self.env.snap.route_config(self.hcm.rds)
+        return self.hcm.route_config or self.env.route_config(self.hcm.rds)
 
     async def serve(self) -> None:
         conn = http1.ServerConnection(self.down.reader, self.down.writer)
@@ -87,13 +95,17 @@ class HttpChain:
                 if req is None:
                     return
                 resp = await self.handle(req)
-                if not await conn.send_response(resp):
+                try:
+                    again = await conn.send_response(resp)
+                finally:
+                    self._flush()
+                if not again:
                     return
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
-            for p in self.pool.values():
-                p.up.close()
+            self._flush()
+            self._own.close()
             self.down.writer.close()
 
     # -- one request ---------------------------------------------------------------------
@@ -119,15 +131,16 @@ class HttpChain:
                             route_name=route.name if route is not None else None)
         if route is None:
             return self._finish(entry, lr.route_not_found(), None, None, peer_mx)
-        cluster = env.snap.cluster(route.cluster)
+        cluster = env.cluster(route.cluster)
         service = _service(cluster, route, host, down)
         entry.upstream_cluster = route.cluster
         if cluster is None:
             reply = lr.LocalReply(503, b"", frozenset({"NC"}), "cluster_not_found")
             return self._finish(entry, reply, None, service, peer_mx)
         if down.direction == "inbound" and down.peer_san and down.local_san and down.peer_cert_der:
-            H.append_client_cert(req, H.client_cert_header(down.local_san, down.peer_san,
-                                                           down.peer_cert_der))
+            if self._xfcc is None:
+                self._xfcc = H.client_cert_header(down.local_san, down.peer_san, down.peer_cert_der)
+            H.append_client_cert(req, self._xfcc)
         return await self._route(req, entry, route, cluster, service, peer_mx)
 
     async def _route(self, req: http1.Request, entry: AccessEntry, route: Route, cluster: Cluster,
@@ -140,9 +153,9 @@ class HttpChain:
             ep = pick(cluster, tried) if cluster.type == "EDS" else None
             if cluster.type == "EDS" and ep is None:
                 return self._finish(entry, lr.no_healthy_upstream(), None, service, peer_mx)
-            key = (cluster.name, f"{ep.address}:{ep.port}" if ep else self.down.local_text)
+            key = (cluster.name, f"{ep.address}:{ep.port}" if ep else self.down.local_text, self._src)
             tried.add(key[1])
-            extra = H.mx_headers(self.env.node_id, self.env.me) if self.down.direction == "outbound" else []
+            extra = self.env.mx if self.down.direction == "outbound" else []
             try:
                 pooled = await self._upstream(key, cluster, ep)
             except UpstreamFailure as f:
@@ -162,7 +175,7 @@ class HttpChain:
                 await pooled.conn.send_request(H.upstream_request(req, attempt, extra))
                 resp = await pooled.conn.read_response()
             except (http1.HttpError, OSError, asyncio.IncompleteReadError) as e:
-                self._drop(key)
+                up.close()
                 log.debug("upstream %s closed before a response: %s", up.host, e)
                 reason = lr.CONNECTION_TERMINATION
                 if policy.retries_reset(reason) and attempt <= policy.num_retries:
@@ -170,8 +183,11 @@ class HttpChain:
                     continue
                 reply = lr.upstream_reset(reason, retried=policy.retries_reset(reason))
                 return self._finish(entry, reply, up, service, peer_mx)
+            except BaseException:  # cancelled mid-exchange: the connection is in an unknown state
+                up.close()
+                raise
             upstream_ms = int((time.time() - sent) * 1000)
-            self._release(key, pooled)
+            self._pool(ep).give(key, pooled)
             if policy.retries_status(resp.status) and attempt <= policy.num_retries:
                 last = resp
                 attempt += 1
@@ -180,32 +196,16 @@ class HttpChain:
             exhausted = last is not None and policy.retries_status(resp.status)
             return self._respond(entry, resp, up, upstream_ms, service, peer_mx, exhausted)
 
-    async def _upstream(self, key: tuple[str, str], cluster: Cluster, ep: object) -> _Pooled:
-        pooled = self.pool.pop(key, None)
-        if pooled is not None and not pooled.up.reader.at_eof() \
-                and not pooled.up.writer.transport.is_closing():
-            return pooled
+    def _pool(self, ep: LbEndpoint | None) -> HttpPool:
+        return self._own if ep is not None and ep.transport == "hbone" else self.env.http_pool
+
+    async def _upstream(self, key: PoolKey, cluster: Cluster, ep: LbEndpoint | None) -> Pooled:
+        pooled = self._pool(ep).take(key)
         if pooled is not None:
-            pooled.up.close()
-        up = await self.env.connector.connect(cluster, ep, self.down.local,  # type: ignore[arg-type]
+            return pooled
+        up = await self.env.connector.connect(cluster, ep, self.down.local,
                                               "http/1.1", downstream_src=self.down.remote)
-        return _Pooled(up, http1.ClientConnection(up.reader, up.writer))
-
-    def _release(self, key: tuple[str, str], pooled: _Pooled) -> None:
-        h = pooled.conn.h11
-        if h.our_state is h11.DONE and h.their_state is h11.DONE:
-            h.start_next_cycle()
-            old = self.pool.pop(key, None)
-            if old is not None:
-                old.up.close()
-            self.pool[key] = pooled
-        else:
-            pooled.up.close()
-
-    def _drop(self, key: tuple[str, str]) -> None:
-        p = self.pool.pop(key, None)
-        if p is not None:
-            p.up.close()
+        return Pooled.of(up)
 
     # -- answers, logs and metrics -------------------------------------------------------
     def _respond(self, entry: AccessEntry, resp: http1.Response, up: Upstream, upstream_ms: int,
@@ -216,7 +216,7 @@ class HttpChain:
             out.headers, mx = H.take_mx(out.headers)
             peer = mx or peer
         elif peer_mx is not None:
-            out.headers += H.mx_headers(self.env.node_id, self.env.me)
+            out.headers += self.env.mx
         entry.response_code = resp.status
         entry.response_flags = "URX" if exhausted else "-"
         entry.response_code_details = VIA_UPSTREAM
@@ -243,14 +243,21 @@ class HttpChain:
             return client_edge(env.me, up.local_san if up else None, peer,
                                up.peer_san if up else None, service)
         if peer_mx is None and env.snap.metadata_discovery:
-            w = env.snap.workload_by_ip(down.remote[0])
+            w = env.workload_by_ip(down.remote[0])
             peer_mx = PeerInfo.of(w) if w is not None else None
         return server_edge(env.me, down.local_san, peer_mx, down.peer_san, service)
 
     def _record(self, entry: AccessEntry, edge: Edge) -> None:
-        entry.finish()
-        self.env.stats.request(edge, entry.response_code, entry.response_flags,
-                               entry.duration_ms, entry.bytes_received, entry.bytes_sent)
-        if self.env.access_log is not None:
-            self.env.access_log.write(entry)
+        """Queue the request's log line and metrics until its response has been sent."""
+        self._pending.append((entry, edge))
+
+    def _flush(self) -> None:
+        """Envoy's end of stream: %DURATION% ends now; then istio_stats and the access log."""
+        pending, self._pending = self._pending, []
+        for entry, edge in pending:
+            entry.finish()
+            self.env.stats.request(edge, entry.response_code, entry.response_flags,
+                                   entry.duration_ms, entry.bytes_received, entry.bytes_sent)
+            if self.env.access_log is not None:
+                self.env.access_log.write(entry)
 

@@ -113,5 +113,6 @@ class Sidecar:
         for t in self._admin:
             t.cancel()
         await self.listeners.close()
+        self.env.http_pool.close()
         await self.connector.close()
         await self.certs.close()

@@ -26,7 +26,7 @@ log = logging.getLogger("sidecar.tcp")
 
 
 def _peer_by_ip(env: Env, ip: str) -> PeerInfo | None:
-    w = env.snap.workload_by_ip(ip)
+    w = env.workload_by_ip(ip)
     return PeerInfo.of(w) if w is not None else None
 
 
@@ -36,7 +36,7 @@ async def serve(env: Env, down: Downstream, tcp: TcpProxy, mx: bool) -> None:
     entry = AccessEntry(start=start, upstream_cluster=tcp.cluster,
                         downstream_local_address=down.local_text,
                         downstream_remote_address=down.remote_text, requested_server_name=down.sni)
-    cluster = env.snap.cluster(tcp.cluster)
+    cluster = env.cluster(tcp.cluster)
     if cluster is None or cluster.name == BLACKHOLE_CLUSTER:
         down.writer.close()
         return

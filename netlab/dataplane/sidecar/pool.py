@@ -1,0 +1,88 @@
+"""The sidecar's HTTP/1.1 upstream connection pool: idle connections kept per cluster and host.
+
+Why one pool for the whole sidecar, not per downstream connection: Envoy keeps an HTTP
+connection pool per cluster and upstream host (per worker), shared by every downstream
+connection (envoyproxy/envoy `source/common/http/conn_pool_base.cc`,
+`source/common/upstream/cluster_manager_impl.cc` `httpConnPoolForCluster`). A client that
+opens a fresh connection per request (curl in a loop, a health checker) therefore pays the
+upstream TCP connect and Istio mTLS handshake once, not per request: on a sidecar pair that
+handshake is most of a request's cost (docs/sidecar.md, "Latency").
+
+A connection is partitioned by everything that makes it differ: the cluster, the upstream
+host (`ip:port`; the original destination for ORIGINAL_DST clusters) and, under TPROXY,
+the downstream's address the inbound connection is spoofed from (Envoy's `original_src`
+filter hashes the source address into the pool key, `original_src_socket_option.cc`).
+A connection goes back only when HTTP/1.1 allows another exchange on it (both h11 sides
+DONE); one the upstream closed while idle is dropped at the next take. Idle connections
+live until the upstream closes them or the sidecar stops, as with Istio's default upstream
+`idle_timeout` of one hour within a lab's life.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import h11
+
+from netlab.dataplane import http1
+from netlab.dataplane.sidecar.upstream import Upstream
+
+PoolKey = tuple[str, str, str]  # (cluster, upstream host, spoofed source or "")
+
+
+@dataclass
+class Pooled:
+    """One upstream connection and the h11 client state that frames it."""
+
+    up: Upstream
+    conn: http1.ClientConnection
+
+    @classmethod
+    def of(cls, up: Upstream) -> "Pooled":
+        return cls(up, http1.ClientConnection(up.reader, up.writer))
+
+    def alive(self) -> bool:
+        return not self.up.reader.at_eof() and not self.up.writer.transport.is_closing()
+
+    def reusable(self) -> bool:
+        h = self.conn.h11
+        return h.our_state is h11.DONE and h.their_state is h11.DONE and self.alive()
+
+
+class HttpPool:
+    """Idle upstream connections of one sidecar, most recently used first out."""
+
+    def __init__(self) -> None:
+        self._idle: dict[PoolKey, list[Pooled]] = {}
+
+    def take(self, key: PoolKey) -> Pooled | None:
+        """An idle live connection for `key` (now the caller's alone), or None."""
+        idle = self._idle.get(key)
+        while idle:
+            p = idle.pop()
+            if p.alive():
+                return p
+            p.up.close()
+        return None
+
+    def give(self, key: PoolKey, p: Pooled) -> None:
+        """Hand back a connection after an exchange: kept if HTTP/1.1 allows, else closed."""
+        if not p.reusable():
+            p.up.close()
+            return
+        p.conn.h11.start_next_cycle()
+        idle = self._idle.setdefault(key, [])
+        for q in [q for q in idle if not q.alive()]:  # closed by the upstream while idle
+            idle.remove(q)
+            q.up.close()
+        idle.append(p)
+
+    def connections(self) -> list[Pooled]:
+        """Every idle connection, live or not yet noticed closed."""
+        return [p for idle in self._idle.values() for p in idle]
+
+    def close(self) -> None:
+        for idle in self._idle.values():
+            for p in idle:
+                p.up.close()
+        self._idle.clear()
