@@ -28,7 +28,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Iterable, Literal, TextIO
+from typing import Callable, Iterable, Literal, TextIO
 
 from netlab import mesh
 from netlab.dataplane.proxy.admin import metrics_server
@@ -223,6 +223,9 @@ class ZtunnelTelemetry:
         self.log_level = log_level
         self._counters = _Counters()
         self._log_lock = threading.Lock()
+        # Bytes already counted while a connection lived, by (id(record), "received"|"sent").
+        self._live: dict[tuple[int, str], int] = {}
+        self._live_lock = threading.Lock()
 
     def opened(self, rec: ConnRecord) -> None:
         """ConnectionResult::new: +1 opened, the bytes series exist (at 0), debug line."""
@@ -231,6 +234,20 @@ class ZtunnelTelemetry:
         self._counters.inc("received", labels, 0)
         self._counters.inc("sent", labels, 0)
         self._access("debug", "connection opened", rec, {})
+
+    def counter(self, rec: ConnRecord, which: Literal["received", "sent"]) -> Callable[[int], None]:
+        """A callback that adds bytes to `rec`'s `istio_tcp_<which>_bytes_total` at once, as
+        ztunnel 1.24 does on every write of its copy loop (`copy.rs` → `increment_send`/
+        `increment_recv`), so Prometheus sees a long-lived connection's bytes before it ends.
+        `closed` then adds only what was not counted yet."""
+        labels = labels_for(replace(rec, response_flags="-"))
+        key = (id(rec), which)
+
+        def add(n: int) -> None:
+            self._counters.inc(which, labels, n)
+            with self._live_lock:
+                self._live[key] = self._live.get(key, 0) + n
+        return add
 
     def closed(self, rec: ConnRecord, bytes_received: int, bytes_sent: int, error: str | None = None) -> None:
         """`bytes_received` is downstream→upstream, `bytes_sent` upstream→downstream (copy.rs).
@@ -241,8 +258,11 @@ class ZtunnelTelemetry:
         """
         self._counters.inc("closed", labels_for(rec), 1)
         open_labels = labels_for(replace(rec, response_flags="-"))
-        self._counters.inc("received", open_labels, bytes_received)
-        self._counters.inc("sent", open_labels, bytes_sent)
+        with self._live_lock:
+            live_received = self._live.pop((id(rec), "received"), 0)
+            live_sent = self._live.pop((id(rec), "sent"), 0)
+        self._counters.inc("received", open_labels, max(0, bytes_received - live_received))
+        self._counters.inc("sent", open_labels, max(0, bytes_sent - live_sent))
         if rec.reporter == "source":
             log_sent, log_recv = bytes_received, bytes_sent
         else:

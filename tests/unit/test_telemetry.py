@@ -127,6 +127,56 @@ def test_outbound_hbone_series(tel: tuple[ZtunnelTelemetry, io.StringIO]) -> Non
     assert s["istio_tcp_connections_closed"][0].value == 1
 
 
+def test_bytes_count_while_the_connection_lives(tel: tuple[ZtunnelTelemetry, io.StringIO]) -> None:
+    """ztunnel 1.24 copy.rs adds every write to the byte counters (increment_send/recv): a
+    pooled, still-open connection's bytes are in the scrape before it closes, and the close
+    adds only what was not counted yet; the access log still has the connection's totals."""
+    t, log = tel
+    rec = outbound_hbone()
+    t.opened(rec)
+    received, sent = t.counter(rec, "received"), t.counter(rec, "sent")
+    received(60)
+    sent(2000)
+    s = samples(t)
+    assert s["istio_tcp_received_bytes"][0].value == 60 and s["istio_tcp_sent_bytes"][0].value == 2000
+    assert s["istio_tcp_connections_closed"] == [] or s["istio_tcp_connections_closed"][0].value == 0
+    received(40)
+    t.closed(rec, bytes_received=100, bytes_sent=2500)  # 500 bytes were never reported live
+    s = samples(t)
+    assert s["istio_tcp_received_bytes"][0].value == 100 and s["istio_tcp_sent_bytes"][0].value == 2500
+    (line,) = lines(log)
+    assert (line["bytes_sent"], line["bytes_recv"]) == (100, 2500)
+
+
+async def _relay_counts() -> tuple[list[int], list[int]]:
+    """CountingReader/Writer hand each chunk's size to their callback as it moves."""
+    import asyncio
+
+    from netlab.dataplane.proxy.relay import CountingReader, CountingWriter
+
+    got_r: list[int] = []
+    got_w: list[int] = []
+    reader = asyncio.StreamReader()
+    reader.feed_data(b"abcde")
+    r = CountingReader(reader, got_r.append)
+    assert await r.read(3) == b"abc"
+
+    class Sink:
+        def write(self, data: bytes) -> None:
+            pass
+
+    w = CountingWriter(Sink(), on_bytes=got_w.append)  # type: ignore[arg-type]
+    w.write(b"xy")
+    w.write(b"")
+    return got_r, got_w
+
+
+def test_counting_relays_report_each_chunk() -> None:
+    import asyncio
+
+    assert asyncio.run(_relay_counts()) == ([3], [2])
+
+
 def test_access_log_unflips_bytes_for_the_source_reporter(tel: tuple[ZtunnelTelemetry, io.StringIO]) -> None:
     """metrics.rs: "Istio flips the metric for source ... Unflip for logs"."""
     t, log = tel

@@ -19,22 +19,31 @@ STREAM_LIMIT = 1 << 20
 
 
 class CountingReader:
-    def __init__(self, reader: asyncio.StreamReader) -> None:
+    """A StreamReader look-alike; `on_bytes(n)`, when given, hears each chunk as it is read
+    (ztunnel's byte metrics grow while a connection lives, not at its end)."""
+
+    def __init__(self, reader: asyncio.StreamReader, on_bytes: Callable[[int], None] | None = None) -> None:
         self._r = reader
+        self._on_bytes = on_bytes
         self.count = 0
 
     async def read(self, n: int = -1) -> bytes:
         data = await self._r.read(n)
         self.count += len(data)
+        if data and self._on_bytes:
+            self._on_bytes(len(data))
         return data
 
 
 class CountingWriter:
-    """A StreamWriter look-alike; `on_close` runs once, when the relay lets go of it."""
+    """A StreamWriter look-alike; `on_close` runs once, when the relay lets go of it;
+    `on_bytes(n)`, when given, hears each chunk as it is written."""
 
-    def __init__(self, writer: asyncio.StreamWriter, on_close: Callable[[], None] | None = None) -> None:
+    def __init__(self, writer: asyncio.StreamWriter, on_close: Callable[[], None] | None = None,
+                 on_bytes: Callable[[int], None] | None = None) -> None:
         self._w = writer
         self._on_close = on_close
+        self._on_bytes = on_bytes
         self.count = 0
 
     @property
@@ -44,6 +53,8 @@ class CountingWriter:
     def write(self, data: bytes) -> None:
         self.count += len(data)
         self._w.write(data)
+        if data and self._on_bytes:
+            self._on_bytes(len(data))
 
     async def drain(self) -> None:
         await self._w.drain()
