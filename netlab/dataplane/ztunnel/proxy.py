@@ -127,15 +127,14 @@ class PodProxy:
         except hbone.HboneError as e:
             # ztunnel 1.24's outbound records no flag: only the destination says DENY.
             self.tel.closed(rec, 0, 0, error=http_status_error(e.status))
-            writer.close()
+            _drop(reader, writer)
             return
         except Exception as e:  # noqa: BLE001 - TLS, identity or socket failure: close the client
             self.tel.closed(rec, 0, 0, error=io_error(e) if isinstance(e, OSError) else f"{type(e).__name__}: {e}")
-            writer.close()
+            _drop(reader, writer)
             return
-        down_r = CountingReader(reader, self.tel.counter(rec, "received"))
-        down_w = CountingWriter(writer, lambda: self.tel.closed(rec, down_r.count, down_w.count),
-                                self.tel.counter(rec, "sent"))
+        down_r = CountingReader(reader)
+        down_w = CountingWriter(writer, lambda: self.tel.closed(rec, down_r.count, down_w.count))
         await hbone.relay(stream, down_r, down_w)  # type: ignore[arg-type]
 
     async def _passthrough(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -157,8 +156,7 @@ class PodProxy:
             self.tel.closed(rec, 0, 0, error=f"io error: {io_error(e)}")
             writer.close()
             return
-        down_r = CountingReader(reader, self.tel.counter(rec, "received"))
-        down_w = CountingWriter(writer, on_bytes=self.tel.counter(rec, "sent"))
+        down_r, down_w = CountingReader(reader), CountingWriter(writer)
         err = await pipe(down_r, down_w, up_r, up_w)
         self.tel.closed(rec, down_r.count, down_w.count, error=err)
 
@@ -198,8 +196,8 @@ class PodProxy:
         except (OSError, asyncio.TimeoutError) as e:
             self.tel.closed(_flags(rec, "CONNECT"), 0, 0, error=f"connection failed: {io_error(e)}")
             return 503
-        r = CountingReader(up_r, self.tel.counter(rec, "sent"))
-        w = CountingWriter(up_w, lambda: self.tel.closed(rec, w.count, r.count), self.tel.counter(rec, "received"))
+        r = CountingReader(up_r)
+        w = CountingWriter(up_w, lambda: self.tel.closed(rec, w.count, r.count))
         return r, w
 
     async def _inbound_plain(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -232,8 +230,7 @@ class PodProxy:
             self.tel.closed(rec, 0, 0, error=f"connection failed: {io_error(e)}")
             _reset(writer)
             return
-        down_r = CountingReader(reader, self.tel.counter(rec, "received"))
-        down_w = CountingWriter(writer, on_bytes=self.tel.counter(rec, "sent"))
+        down_r, down_w = CountingReader(reader), CountingWriter(writer)
         err = await pipe(down_r, down_w, up_r, up_w)
         self.tel.closed(rec, down_r.count, down_w.count, error=err)
 
@@ -252,6 +249,17 @@ def _bad_authority(authority: str, target: tuple[str, int] | None, pod_ip: str) 
     if target[0] != pod_ip:
         return f"ip mismatch: {pod_ip} != {target[0]}"
     return None
+
+
+def _drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Close the app's connection as ztunnel does when its tunnel failed: it drops the
+    socket without reading what the app sent, and Linux answers a close with unread data
+    by RST (so curl exits 56, "Connection reset by peer", as on istio.io's L4-policy page).
+    asyncio has already read those bytes into the StreamReader; if any wait there, reset."""
+    if getattr(reader, "_buffer", b""):  # asyncio keeps no public count of buffered bytes
+        _reset(writer)
+    else:
+        writer.close()
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
