@@ -85,10 +85,12 @@ class Variant:
     change: Change = unchanged
     params: Mapping[str, Any] = field(default_factory=dict)  # read by the lab's traffic
     # Variants with the same non-empty key are judged on ONE built instance and one run
-    # of the traffic. Only for variants that differ in how the same evidence is read
-    # (Kiali 1.89 and Kiali 2.0 asking the same Prometheus), never in what the system
-    # does: they must have the same change and params (`Lab` checks), and the traffic
-    # gathers the evidence every one of them is judged on.
+    # of the traffic. For variants that differ in how the same evidence is read
+    # (Kiali 1.89 and Kiali 2.0 asking the same Prometheus), or for the steps of one
+    # walk-through that each keep to their own clients, capture windows and series, so
+    # that none reads another's traces (ambient-tour, its traffic.py says how). They must
+    # have the same change and params (`Lab` checks), and the traffic gathers the
+    # evidence every one of them is judged on.
     shares_instance: str = ""
 
 

@@ -16,8 +16,10 @@ the instance up on purpose, for `netlab exec`.
 
 The one exception is opt-in: variants that share an instance (`Variant.shares_instance`)
 differ only in how they read the same run, e.g. two Kiali versions asking one
-Prometheus. Building the same instance twice would cost a Prometheus start each and
-show nothing new; one run also makes "old and new side by side" the same data.
+Prometheus, or are steps of one walk-through that each keep to their own pairs,
+windows and series (ambient-tour). Building the same instance twice would cost a
+Prometheus start each and show nothing new; one run also makes "old and new side by
+side" the same data.
 """
 
 from __future__ import annotations
