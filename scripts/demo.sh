@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make demo`: the flagship lab when it is built; until then, the foundation walkthrough:
+# `make demo`: the flagship lab and the STRICT Host-header lab when they are built; until then, the foundation walkthrough:
 # build the two-node bookinfo example, curl the ratings Service by DNS name from the
 # sleep pod, show where the answer came from, and tear everything down.
 set -euo pipefail
@@ -8,7 +8,11 @@ NETLAB=.venv/bin/netlab
 LAB=demo
 
 if $NETLAB lab list >/dev/null 2>&1 && $NETLAB lab list 2>/dev/null | grep -q mirrord-ambient-steal; then
-  exec $NETLAB lab run mirrord-ambient-steal
+  # The flagship lab, then the sidecar field report (STRICT mTLS through a label proxy).
+  rc=0
+  $NETLAB lab run mirrord-ambient-steal || rc=$?
+  $NETLAB lab run strict-host-header || rc=$?
+  exit $rc
 fi
 
 cleanup() { $NETLAB down "$LAB" >/dev/null 2>&1 || true; }
