@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 ETH_HLEN = 14  # veth and lo both carry an Ethernet header on AF_PACKET
+MAX_DRAIN = 10_000  # frames read after stop() at most, on a link that never goes quiet
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,8 @@ class Sniffer:
         return self
 
     def stop(self) -> list[Segment]:
+        """Stop, once every frame already queued on the socket is read: a segment that
+        arrived just before (the last request a client sent before it returned) counts."""
         self._stop.set()
         self._thread.join(timeout=2)
         self.sock.close()
@@ -118,9 +121,17 @@ class Sniffer:
             return list(self.segments)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            if not select.select([self.sock], [], [], 0.1)[0]:
+        drained = 0
+        while True:
+            stopping = self._stop.is_set()
+            if not select.select([self.sock], [], [], 0 if stopping else 0.1)[0]:
+                if stopping:
+                    return  # the queue is empty: everything that came before stop() is read
                 continue
+            if stopping:
+                drained += 1
+                if drained > MAX_DRAIN:
+                    return  # a link that never goes quiet: stop anyway
             try:
                 frame, addr = self.sock.recvfrom(65535)
             except OSError:

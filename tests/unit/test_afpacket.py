@@ -90,3 +90,35 @@ def test_payload_runs_to_the_end_of_the_read_when_the_ip_length_cannot_say(
     raw = frame(IP(src="10.0.0.1", dst="10.0.0.2", len=total_len), TCP(), Raw(b"abc"))
     seg = sniff.parse(raw, "lo")
     assert seg is not None and seg.payload == b"abc"
+
+
+class _QueuedFrames:
+    """Stands in for an AF_PACKET socket: a datagram socketpair whose frames arrive as
+    received on `eth0`, so select() and recvfrom() behave as on the real socket."""
+
+    def __init__(self) -> None:
+        import socket
+        self.rx, self.tx = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+
+    def fileno(self) -> int:
+        return self.rx.fileno()
+
+    def recvfrom(self, n: int) -> tuple[bytes, tuple[str, int, int]]:
+        return self.rx.recv(n), ("eth0", 0x0800, 0)  # pkttype 0: PACKET_HOST, received
+
+    def close(self) -> None:
+        self.rx.close()
+        self.tx.close()
+
+
+def test_stop_reads_every_frame_queued_before_it() -> None:
+    """A witness stopped right after its client returned still holds the client's last
+    segments: they were queued on the socket, only not read yet."""
+    sock = _QueuedFrames()
+    sniffer = sniff.Sniffer(sock, [8080]).start()  # type: ignore[arg-type]
+    frames = [frame(IP(src="10.0.0.1", dst="10.0.0.2"), TCP(sport=40000 + i, dport=8080, flags="PA"),
+                    Raw(b"GET /%d" % i)) for i in range(200)]
+    for f in frames:
+        sock.tx.send(f)
+    got = sniffer.stop()
+    assert [s.sport for s in got] == [40000 + i for i in range(200)]
