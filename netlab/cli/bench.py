@@ -1,4 +1,4 @@
-"""`netlab bench topology|hbone|sidecar|trace`: figures side by side with a baseline measured in
+"""`netlab bench topology|hbone|sidecar|waypoint|trace`: figures side by side with a baseline measured in
 the same run, rendered as tables (or JSON)."""
 
 from __future__ import annotations
@@ -189,6 +189,38 @@ def sidecar(seconds: int, connections: int, rate: int, rate_seconds: int, paced_
                 f"at p90 (anchor: Envoy adds about {bs.ENVOY_P90_ANCHOR_MS:g} ms at p90 per proxy, "
                 f"{2 * bs.ENVOY_P90_ANCHOR_MS:g} ms per pair, Istio's performance page); maximum req/s "
                 f"{p['rps_vs_direct']:.0%} of direct")
+
+
+@bench.command("waypoint")
+@click.option("--seconds", default=4, show_default=True, help="Duration of each wrk run.")
+@click.option("--connections", default=10, show_default=True, help="wrk's connections (one thread).")
+@click.option("--rounds", default=3, show_default=True,
+              help="wrk runs per path, interleaved over the paths; medians are reported.")
+@click.option("--json", "as_json", is_flag=True)
+def waypoint(seconds: int, connections: int, rounds: int, as_json: bool) -> None:
+    """HTTP requests/s and p50/p99 (wrk) through ztunnel only and through a waypoint, beside
+    the direct path, in one run."""
+    from netlab.bench import waypoint as bw
+
+    require_root()
+    r = bw.run(seconds, connections, rounds, _say)
+    if as_json:
+        out().print_json(json.dumps(r))
+        return
+    t = Table("path", "req/s", "vs direct", "p50 ms", "p99 ms", "added p50 ms", "CPU ms/req")
+    for p in r["paths"].values():
+        t.add_row(p["label"], f"{p['rps']:.0f}", f"{p['rps_vs_direct']:.2f}", f"{p['p50_ms']:.2f}",
+                  f"{p['p99_ms']:.2f}", f"{p['added_p50_ms']:+.2f}", f"{p['cpu_ms_per_request']:.2f}")
+    o = out()
+    o.print(t)
+    w = r["waypoint_vs_ztunnel"]
+    o.print(f"waypoint / ztunnel only: {w['rps']:.2f}x req/s, {w['p50_ms']:+.2f} ms p50, {w['p99_ms']:+.2f} ms p99, "
+            f"{w['cpu_ms_per_request']:.2f}x CPU per request")
+    o.print(f"wrk -t1 -c{connections} -d{seconds}s --latency (closed loop, keep-alive), {rounds} interleaved runs "
+            "per path, medians (req/s spread: "
+            + ", ".join(f"{k} {p['rps_spread'][0]:.0f}–{p['rps_spread'][1]:.0f}" for k, p in r["paths"].items())
+            + f"); CPU: the whole {r['cpus']}-CPU machine per request. Client on node-1, server and waypoint "
+            "on node-2; every run checked against the waypoint's and the server ztunnel's counters.")
 
 
 @bench.command("trace")
