@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Iterator, Literal
 
 from prometheus_client import CollectorRegistry
@@ -211,6 +212,13 @@ def tcp_labels(e: Edge, response_flags: str) -> dict[str, str]:
     return {k: out[k] for k in TCP_LABELS}
 
 
+@lru_cache(maxsize=4096)
+def _http_key(edge: Edge, response_code: int, response_flags: str, protocol: str) -> tuple[str, ...]:
+    """The label values of one request's series; a proxy sees few distinct edges, so they are
+    worked out once per edge and outcome, not per request."""
+    return tuple(http_labels(edge, response_code, response_flags, protocol).values())
+
+
 @dataclass
 class _Histogram:
     counts: list[int] = field(default_factory=lambda: [0] * len(BUCKETS))
@@ -248,7 +256,7 @@ class IstioStats(Collector):
     def request(self, edge: Edge, response_code: int, response_flags: str, duration_ms: float,
                 request_bytes: int, response_bytes: int, protocol: str = "http") -> None:
         """One HTTP request finished (or was answered locally) on an HTTP chain."""
-        key = tuple(http_labels(edge, response_code, response_flags, protocol).values())
+        key = _http_key(edge, response_code, response_flags, protocol)
         self.requests[key] = self.requests.get(key, 0.0) + 1
         for name, value in (("duration", duration_ms), ("request_bytes", request_bytes),
                             ("response_bytes", response_bytes)):

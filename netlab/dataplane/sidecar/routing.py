@@ -14,10 +14,17 @@ longest `prefix*`, then `*`. Domains compare case-insensitively.
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 from typing import Sequence
 
 from netlab.dataplane.envoy.inspector import Inspection
 from netlab.xds import FilterChain, Listener, Route, RouteConfiguration, VirtualHost
+
+
+@lru_cache(maxsize=4096)
+def _network(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A chain's prefix range, parsed once (the snapshot's CIDRs never change)."""
+    return ipaddress.ip_network(cidr, strict=False)
 
 
 def _prefix_len(ranges: Sequence[str], ip: str) -> int | None:
@@ -27,7 +34,7 @@ def _prefix_len(ranges: Sequence[str], ip: str) -> int | None:
     addr = ipaddress.ip_address(ip)
     best = None
     for r in ranges:
-        net = ipaddress.ip_network(r, strict=False)
+        net = _network(r)
         if addr in net and (best is None or net.prefixlen > best):
             best = net.prefixlen
     return best
