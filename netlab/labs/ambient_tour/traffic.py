@@ -291,9 +291,15 @@ class Tour:
     def metrics(self) -> Evidence:
         """The lab's Prometheus, once a scrape newer than the last step holds its series."""
         prom = Prometheus.of_lab(self.ctx.instance)
-        last = ('sum(istio_tcp_connections_opened_total{reporter="destination",'
-                'source_workload_namespace="legacy",destination_workload_namespace="tour"}) >= 1')
-        wait_for_series(prom, last, timeout=PROM_TIMEOUT)
+        # Prometheus scrapes each ztunnel on its own schedule: wait for each one's scrape
+        # of its last step (W1: the bypass, received by echo's ztunnel; W2: the same-node
+        # step, reported by both of its sides), so every series read below is complete and
+        # an absent series is absent from a scrape taken after its step.
+        for last in ('sum(istio_tcp_connections_opened_total{pod="ztunnel-w1",reporter="destination",'
+                     'source_workload_namespace="legacy",destination_workload_namespace="tour"}) >= 1',
+                     f'sum(istio_tcp_connections_opened_total{{pod="ztunnel-w2",source_workload="c3",'
+                     f'destination_workload="s1"}}) >= {2 * N_SAME_NODE}'):
+            wait_for_series(prom, last, timeout=PROM_TIMEOUT)
 
         def q(promql: str) -> list[dict[str, Any]]:
             return [{"metric": r["metric"], "value": float(r["value"][1])} for r in prom.query(promql)]
