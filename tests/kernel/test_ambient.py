@@ -212,7 +212,7 @@ def test_out_of_mesh_pod_has_no_istio_chains(lab: dict[str, Any]) -> None:
 def test_metrics_report_both_sides(lab: dict[str, Any]) -> None:
     """`netlab metrics` scrapes 15020 in the node netns; ztunnel's own claims, so only a smoke check."""
     echo(lab, "bookinfo/sleep-0", f"http://{lab['pods']['bookinfo/ratings-0']['ip']}:9080/")
-    res = run_cli("metrics", lab["name"], check=True)
+    res = run_cli("metrics", lab["name"], "--raw", check=True)  # the exposition text, not the table
     assert 'reporter="source"' in res.stdout and 'reporter="destination"' in res.stdout
     assert 'connection_security_policy="mutual_tls"' in res.stdout
     logs = run_cli("logs", lab["name"], "ztunnel", check=True).stdout
