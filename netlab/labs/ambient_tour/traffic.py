@@ -209,14 +209,14 @@ class Tour:
         with Wire(self.nodes["w2"], WIRE_PORTS, ifname=naming.NODE_IFNAME) as wire:
             clients = {c: self.curl(f"tour/{c}", [f"http://s1/tour/l4/{c}"] * N_L4,
                                     each_own_connection=True) for c in ("c1", "c2")}
-            inbound = until(lambda: len([x for x in logs["w2"].ztunnel()
-                                         if x.get("direction") == "inbound"]) >= 2 * N_L4
-                            and logs["w2"].ztunnel())
+            # Each side logs a tunnel when it closes: wait for both sides' lines.
+            until(lambda: all(len([x for x in logs[n].ztunnel() if x.get("direction") == d]) >= 2 * N_L4
+                              for n, d in (("w1", "outbound"), ("w2", "inbound"))))
         return {"clients": clients, "n": N_L4, "s1": self.ip("tour/s1"),
                 "client_ips": {c: self.ip(f"tour/{c}") for c in ("c1", "c2")},
                 "wire": {"segments": _segments(wire),
                          "marker_in_clear": bool(wire.carrying(b"/tour/l4/"))},
-                "w1_ztunnel": logs["w1"].ztunnel(), "w2_ztunnel": inbound or logs["w2"].ztunnel()}
+                "w1_ztunnel": logs["w1"].ztunnel(), "w2_ztunnel": logs["w2"].ztunnel()}
 
     def same_node(self) -> Evidence:
         """C3 on W2 → S1 on W2: never on a node link, still through W2's ztunnel."""
@@ -245,7 +245,9 @@ class Tour:
                 tracer.wait_for(lambda evs: sum(e.kind == "ct_new" and e.dport == mesh.HBONE_PORT
                                                 for e in evs) >= 2, timeout=2.0)
             wp = until(lambda: [x for x in wp_log.waypoint() if x.get("path") == marker])
-            until(lambda: logs["w1"].ztunnel() and len(logs["w1"].ztunnel()) >= 2)
+            until(lambda: {("outbound", "c1-0", "waypoint-0"), ("inbound", "waypoint-0", "echo-v1-0")}
+                  <= {(x.get("direction"), x.get("src.workload"), x.get("dst.workload"))
+                      for x in logs["w1"].ztunnel()})
         trace = [json.loads(e.to_json()) for e in tracer.events
                  if e.source == "conntrack" and e.kind == "ct_new" and e.proto == "tcp"]
         return {"client": res, "marker": marker,
@@ -276,9 +278,10 @@ class Tour:
         """legacy/client → echo, a POST: out of the mesh, so no waypoint on the way."""
         wp_log, logs = Logs(self.waypoint_log), self.zlogs()
         post = self.curl("legacy/client", ["http://echo.tour/tour/bypass"], "-X", "POST", "-d", "tour=bypass")
-        inbound = until(lambda: logs["w1"].ztunnel())
-        return {"post": post, "client_ip": self.ip("legacy/client"),
-                "waypoint_log": wp_log.waypoint(), "w1_ztunnel": inbound, "w2_ztunnel": logs["w2"].ztunnel()}
+        ip = self.ip("legacy/client")
+        until(lambda: [x for x in logs["w1"].ztunnel() if str(x.get("src.addr", "")).startswith(f"{ip}:")])
+        return {"post": post, "client_ip": ip, "waypoint_log": wp_log.waypoint(),
+                "w1_ztunnel": logs["w1"].ztunnel(), "w2_ztunnel": logs["w2"].ztunnel()}
 
     def identity(self) -> Evidence:
         """W1's ztunnel, with its own bootstrap credentials, asks the CA for S1's identity."""
