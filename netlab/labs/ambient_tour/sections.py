@@ -86,10 +86,12 @@ def _legs(ev: dict[str, Any]) -> Diagram:
     leg1 = sum(1 for s in segs if (s["saddr"], s["daddr"]) == (ips.get("c1"), ips.get("waypoint")))
     leg2 = sum(1 for s in segs if (s["saddr"], s["daddr"]) == (ips.get("waypoint"), ips.get("echo-v1")))
     code = (dig(ev, "legs.client.codes") or ["?"])[0]
+    authority = next((x.get("dst.hbone_addr") for x in dig(ev, "legs.w1_ztunnel", [])
+                      if x.get("dst.workload") == "waypoint-0"), "echo's VIP:80")
     lanes = ("C1", "ztunnel W1", "waypoint (W2)", "echo-v1")
     return Diagram("The two HBONE legs", lanes, (
-        Step("C1", "ztunnel W1", "GET echo:80 (redirected to 15001)"),
-        Step("ztunnel W1", "waypoint (W2)", f"HBONE CONNECT {dig(ev, 'legs.marker')} for echo's VIP:80 "
+        Step("C1", "ztunnel W1", f"GET {dig(ev, 'legs.marker')} to echo:80 (redirected to 15001)"),
+        Step("ztunnel W1", "waypoint (W2)", f"HBONE CONNECT {authority} "
              f"({leg1} segments C1→waypoint:15008 on W2's link)"),
         Step("waypoint (W2)", "waypoint (W2)", "L7 policy, HTTPRoute echo → echo-v1", "result"),
         Step("waypoint (W2)", "ztunnel W1", f"HBONE CONNECT {ips.get('echo-v1')}:8080 "
