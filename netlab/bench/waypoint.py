@@ -27,11 +27,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from netlab import mesh, topology
-from netlab.bench.hbone import CpuMeter
-from netlab.bench.sidecar import parse_wrk
+from netlab.bench.wrk import run_wrk
 from netlab.errors import BenchError
 from netlab.kernel import lifecycle
-from netlab.kernel.processes import run_in
 from netlab.model import Lab
 from netlab.observe import metrics
 
@@ -47,23 +45,6 @@ PATHS = (("direct", "plain", "server", "direct, out of mesh"),
 
 def bench_lab(name: str) -> Lab:
     return replace(topology.load([BASE]), name=name)
-
-
-def wrk(netns: str, url: str, host: str, seconds: int, connections: int) -> dict[str, Any]:
-    """One wrk run (one thread, `connections` keep-alive connections) in the client's netns."""
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-H", f"Host: {host}", url]
-    with CpuMeter() as cpu:
-        try:
-            res = run_in(netns, argv, capture_output=True, text=True, timeout=seconds + 30)
-        except FileNotFoundError:
-            raise BenchError("wrk is not installed; install Debian's package `wrk` "
-                             "(apt-get install -y wrk, or scripts/setup.sh)") from None
-    if res.returncode != 0:
-        raise BenchError(f"wrk failed ({res.returncode}): {res.stderr[-400:] or res.stdout[-400:]}")
-    out = parse_wrk(res.stdout)
-    out["cpu_cores"] = cpu.cores
-    out["cpu_ms_per_request"] = cpu.busy_s * 1e3 / max(1, out["requests"])
-    return out
 
 
 def _counter(netns: str, port: int, path: str, name: str, labels: dict[str, str]) -> float:
@@ -137,13 +118,13 @@ def run(seconds: int, connections: int, rounds: int, say: Say) -> dict[str, Any]
         # One request per path first: pools, certificates and the waypoint's upstreams warm,
         # outside the measured runs.
         for key in where:
-            wrk(where[key][0], f"http://{where[key][1]}:{PORT}/warm", where[key][2], 1, 1)
+            run_wrk(where[key][0], f"http://{where[key][1]}:{PORT}/warm", where[key][2], 1, 1)
         for i in range(rounds):
             for key, *_ in PATHS:
                 netns, vip, host = where[key]
                 say(f"round {i + 1}/{rounds}, {key}: wrk -t1 -c{connections} -d{seconds}s")
                 before = counters.settled()
-                r = wrk(netns, f"http://{vip}:{PORT}/bench", host, seconds, connections)
+                r = run_wrk(netns, f"http://{vip}:{PORT}/bench", host, seconds, connections)
                 after = counters.settled()
                 r["counted"] = {k: after[k] - before[k] for k in after}
                 runs[key].append(r)

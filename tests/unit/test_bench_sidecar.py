@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from netlab.bench import sidecar as bs
+from netlab.bench.wrk import parse_wrk
 from netlab.errors import BenchError
 
 # Debian wrk 4.1.0's report, as it printed it in a sidecar pod of this lab.
@@ -27,7 +28,7 @@ Transfer/sec:    855.20KB
 
 
 def test_wrk_report_parsed() -> None:
-    r = bs.parse_wrk(WRK)
+    r = parse_wrk(WRK)
     assert r == {"rps": 1385.51, "requests": 4174, "p50_ms": 6.30, "p75_ms": 9.04, "p90_ms": 12.05,
                  "p99_ms": 24.72, "errors": 0}
 
@@ -36,11 +37,11 @@ def test_wrk_units_and_errors() -> None:
     text = (WRK.replace("     50%    6.30ms", "     50%  830.00us").replace("     99%   24.72ms", "     99%    1.20s")
             .replace("Requests/sec", "  Non-2xx or 3xx responses: 7\n  Socket errors: connect 0, read 2, "
                                      "write 0, timeout 1\nRequests/sec"))
-    r = bs.parse_wrk(text)
+    r = parse_wrk(text)
     assert r["p50_ms"] == pytest.approx(0.83) and r["p99_ms"] == pytest.approx(1200.0)
     assert r["errors"] == 10
     with pytest.raises(BenchError, match="wrk printed no result"):
-        bs.parse_wrk("unable to connect to 10.96.0.11:8080 Connection refused\n")
+        parse_wrk("unable to connect to 10.96.0.11:8080 Connection refused\n")
 
 
 def _round(p50: float, rate: float = 500.0) -> dict[str, float]:
