@@ -1,17 +1,19 @@
 """The sidecar's HTTP/1.1 upstream connection pool: idle connections kept per cluster and host.
 
-Why one pool for the whole sidecar, not per downstream connection: Envoy keeps an HTTP
-connection pool per cluster and upstream host (per worker), shared by every downstream
-connection (envoyproxy/envoy `source/common/http/conn_pool_base.cc`,
-`source/common/upstream/cluster_manager_impl.cc` `httpConnPoolForCluster`). A client that
-opens a fresh connection per request (curl in a loop, a health checker) therefore pays the
-upstream TCP connect and Istio mTLS handshake once, not per request: on a sidecar pair that
-handshake is most of a request's cost (docs/sidecar.md, "Latency").
+Why one pool for the whole sidecar, not per downstream connection: Envoy's HTTP/1.1
+connection pool belongs to an upstream host of a cluster and binds each request to whichever
+of its connections is free, whatever downstream connection the request came on
+(envoyproxy/envoy `docs/intro/arch_overview/connection_pooling.rst`; pools are kept per
+key in `source/common/upstream/conn_pool_map.h`). A client that opens a fresh connection
+per request (curl in a loop, a health checker) therefore pays the upstream TCP connect and
+Istio mTLS handshake once, not per request: on a sidecar pair that handshake costs more than
+the rest of the request (docs/sidecar.md, "Latency").
 
 A connection is partitioned by everything that makes it differ: the cluster, the upstream
 host (`ip:port`; the original destination for ORIGINAL_DST clusters) and, under TPROXY,
-the downstream's address the inbound connection is spoofed from (Envoy's `original_src`
-filter hashes the source address into the pool key, `original_src_socket_option.cc`).
+the downstream's address the inbound connection is spoofed from: with `original_src` an
+upstream connection can only carry requests from that source, so Envoy keeps a pool per
+source address (envoyproxy/envoy#16682).
 A connection goes back only when HTTP/1.1 allows another exchange on it (both h11 sides
 DONE); one the upstream closed while idle is dropped at the next take. Idle connections
 live until the upstream closes them or the sidecar stops, as with Istio's default upstream
