@@ -133,8 +133,9 @@ class PodProxy:
             self.tel.closed(rec, 0, 0, error=io_error(e) if isinstance(e, OSError) else f"{type(e).__name__}: {e}")
             _drop(reader, writer)
             return
-        down_r = CountingReader(reader)
-        down_w = CountingWriter(writer, lambda: self.tel.closed(rec, down_r.count, down_w.count))
+        down_r = CountingReader(reader, self.tel.counter(rec, "received"))
+        down_w = CountingWriter(writer, lambda: self.tel.closed(rec, down_r.count, down_w.count),
+                                self.tel.counter(rec, "sent"))
         await hbone.relay(stream, down_r, down_w)  # type: ignore[arg-type]
 
     async def _passthrough(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -156,7 +157,8 @@ class PodProxy:
             self.tel.closed(rec, 0, 0, error=f"io error: {io_error(e)}")
             writer.close()
             return
-        down_r, down_w = CountingReader(reader), CountingWriter(writer)
+        down_r = CountingReader(reader, self.tel.counter(rec, "received"))
+        down_w = CountingWriter(writer, on_bytes=self.tel.counter(rec, "sent"))
         err = await pipe(down_r, down_w, up_r, up_w)
         self.tel.closed(rec, down_r.count, down_w.count, error=err)
 
@@ -196,8 +198,8 @@ class PodProxy:
         except (OSError, asyncio.TimeoutError) as e:
             self.tel.closed(_flags(rec, "CONNECT"), 0, 0, error=f"connection failed: {io_error(e)}")
             return 503
-        r = CountingReader(up_r)
-        w = CountingWriter(up_w, lambda: self.tel.closed(rec, w.count, r.count))
+        r = CountingReader(up_r, self.tel.counter(rec, "sent"))
+        w = CountingWriter(up_w, lambda: self.tel.closed(rec, w.count, r.count), self.tel.counter(rec, "received"))
         return r, w
 
     async def _inbound_plain(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -230,7 +232,8 @@ class PodProxy:
             self.tel.closed(rec, 0, 0, error=f"connection failed: {io_error(e)}")
             _reset(writer)
             return
-        down_r, down_w = CountingReader(reader), CountingWriter(writer)
+        down_r = CountingReader(reader, self.tel.counter(rec, "received"))
+        down_w = CountingWriter(writer, on_bytes=self.tel.counter(rec, "sent"))
         err = await pipe(down_r, down_w, up_r, up_w)
         self.tel.closed(rec, down_r.count, down_w.count, error=err)
 
