@@ -15,8 +15,8 @@ import json
 
 from netlab import mesh
 from netlab.errors import TopologyError
-from netlab.model import (API_SERVER_OFFSET, CLUSTER_DNS_OFFSET, FABRIC_CIDR, RESERVED_SERVICE_OFFSETS, Deployment,
-                          Lab, Service)
+from netlab.model import (API_SERVER_OFFSET, CLUSTER_DNS_OFFSET, FABRIC_CIDR, RESERVED_SERVICE_OFFSETS, Lab,
+                          Service)
 from netlab.plan import naming, prometheus_app
 from netlab.plan.cluster_dns import dns_records, resolv_conf
 from netlab.plan.kubeproxy import render_kube_proxy

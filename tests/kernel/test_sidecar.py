@@ -151,7 +151,7 @@ def test_domains_route_to_the_service_over_mtls(permissive: dict[str, Any], pod:
     line = last(permissive, pod, f'"{host}"')
     assert f" {CLUSTER} " in line and line.endswith(" default")
     served = last(permissive, "monitoring/prometheus-0", f'"{host}"')
-    assert f" inbound|9090|| 127.0.0.6:" in served and served.endswith(f" {SNI} default")
+    assert " inbound|9090|| 127.0.0.6:" in served and served.endswith(f" {SNI} default")
 
 
 def test_wrong_host_goes_to_passthrough_in_plaintext(permissive: dict[str, Any]) -> None:

@@ -16,7 +16,6 @@ from netlab.plan import iptables_text as it
 from netlab.plan.cluster_dns import resolv_conf
 from netlab.plan.options import PlanOptions
 from netlab.plan.planner import plan
-from netlab.plan.profile import profile
 from netlab.snapshot import ProxySnapshot, from_json
 
 REPO = Path(__file__).resolve().parents[2]

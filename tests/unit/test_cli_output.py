@@ -5,7 +5,6 @@ Run as a real process with stdout and stderr on pipes, as in CI or `| grep`."""
 from __future__ import annotations
 
 import subprocess
-import sys
 
 from tests.conftest import NETLAB
 

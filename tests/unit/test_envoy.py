@@ -11,7 +11,6 @@ import json
 import shutil
 import ssl
 import subprocess
-from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry

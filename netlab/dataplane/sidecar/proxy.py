@@ -73,7 +73,6 @@ class Sidecar:
 
     async def start(self) -> "Sidecar":
         try:
-            pod = self.snap.workload
             await self._first_certificate()
             await self.listeners.start()
             scrape = partial(exposition, self.registry)

@@ -31,7 +31,7 @@ from netlab import mesh
 from netlab.dataplane.ca import CAError, CertClient
 from netlab.kernel import netns as nsmod
 from netlab.kernel import processes
-from netlab.labs.context import Context, Pod
+from netlab.labs.context import Context
 from netlab.labs.framework import Evidence
 from netlab.observe.proxylog import envoy
 from netlab.observe.tracer import Tracer
@@ -193,7 +193,6 @@ class Tour:
     def out_of_mesh(self) -> Evidence:
         """legacy/client (W1) → legacy/server (W2): plain Kubernetes."""
         marker = f"/tour/out-of-mesh/{self.ctx.instance}"
-        logs = self.zlogs()
         with Wire(self.nodes["w2"], WIRE_PORTS, ifname=naming.NODE_IFNAME) as wire:
             res = self.curl("legacy/client", [f"http://server.legacy{marker}"])
         # A ztunnel that handled the request logs it at close, after curl has its answer;
