@@ -13,6 +13,7 @@ proxy's routing:
   (x-request-id, x-forwarded-proto, x-envoy-attempt-count, x-envoy-upstream-service-time,
   x-forwarded-client-cert);
 - `retry`: Istio's default retry policy;
+- `conn_pool`: the HTTP/1.1 upstream connection pool (per cluster, host and source);
 - `istio_tls`: TLS the way Istio's sidecars speak it to each other (SNI, ALPN lists, SANs,
   TLS 1.2-1.3) and the `tls_inspector` that reads a ClientHello before any chain is chosen.
 

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from netlab.dataplane.envoy.accesslog import AccessLog
+from netlab.dataplane.envoy.conn_pool import HttpPool
 from netlab.dataplane.envoy.headers import mx_headers, node_id
 from netlab.dataplane.envoy.stats import IstioStats, PeerInfo
 from netlab.dataplane.http1 import Header
-from netlab.dataplane.sidecar.pool import HttpPool
-from netlab.dataplane.sidecar.upstream import Connector
+from netlab.dataplane.sidecar.upstream import Connector, Upstream
 from netlab.snapshot import Workload
 from netlab.xds import Cluster, RouteConfiguration, SidecarSnapshot
 
@@ -27,7 +27,7 @@ class Env:
     access_log: AccessLog | None
     me: PeerInfo = field(init=False)
     node_id: str = field(init=False)
-    http_pool: HttpPool = field(init=False)  # upstream HTTP connections, shared by all chains
+    http_pool: HttpPool[Upstream] = field(init=False)  # upstream HTTP connections, shared by all chains
     mx: list[Header] = field(init=False)  # our metadata-exchange headers (they never change)
     _clusters: dict[str, Cluster] = field(init=False, repr=False)
     _route_configs: dict[str, RouteConfiguration] = field(init=False, repr=False)

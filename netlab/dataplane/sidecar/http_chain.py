@@ -6,7 +6,7 @@ One downstream connection is served request by request (HTTP/1.1 keep-alive, h11
 then tries the upstream up to `1 + num_retries` times under the route's retry policy (Istio's
 default on `default` routes, none on `allow_any`), and what comes back is either the
 upstream's response or one of Envoy's local replies (`netlab.dataplane.envoy.local_reply`).
-Upstream connections come from the sidecar's pool (`pool.HttpPool`, Envoy's per-cluster
+Upstream connections come from the sidecar's pool (`envoy.conn_pool.HttpPool`, Envoy's per-cluster
 connection pool) and go back to it while HTTP/1.1 allows. HBONE upstreams (sidecar → ambient
 pod) are the exception: they are reused only within their downstream connection and end
 with it, so the destination ztunnel, which logs a connection when it closes, logs each
@@ -32,7 +32,7 @@ from netlab.dataplane.envoy import retry
 from netlab.dataplane.envoy.accesslog import AccessEntry
 from netlab.dataplane.envoy.stats import PASSTHROUGH_CLUSTER, Edge, PeerInfo, ServiceRef, client_edge, server_edge
 from netlab.dataplane.sidecar.context import Downstream, Env
-from netlab.dataplane.sidecar.pool import HttpPool, Pooled, PoolKey
+from netlab.dataplane.envoy.conn_pool import HttpPool, Pooled, PoolKey
 from netlab.dataplane.sidecar.routing import match_route, match_vhost
 from netlab.dataplane.sidecar.upstream import Upstream, UpstreamFailure, endpoint_peer, pick
 from netlab.xds import ALLOW_ANY, Cluster, HttpConnectionManager, LbEndpoint, Route, RouteConfiguration
@@ -77,7 +77,7 @@ class HttpChain:
         # connections are pooled apart per source address, as Envoy's are.
         self._src = down.remote[0] if env.connector.tproxy and down.direction == "inbound" else ""
         # HBONE upstreams stay this connection's own and end with it (module docstring).
-        self._own = HttpPool()
+        self._own: HttpPool[Upstream] = HttpPool()
 
     def route_config(self) -> RouteConfiguration | None:
         return self.hcm.route_config or self.env.route_config(self.hcm.rds)
@@ -196,10 +196,10 @@ class HttpChain:
             exhausted = last is not None and policy.retries_status(resp.status)
             return self._respond(entry, resp, up, upstream_ms, service, peer_mx, exhausted)
 
-    def _pool(self, ep: LbEndpoint | None) -> HttpPool:
+    def _pool(self, ep: LbEndpoint | None) -> HttpPool[Upstream]:
         return self._own if ep is not None and ep.transport == "hbone" else self.env.http_pool
 
-    async def _upstream(self, key: PoolKey, cluster: Cluster, ep: LbEndpoint | None) -> Pooled:
+    async def _upstream(self, key: PoolKey, cluster: Cluster, ep: LbEndpoint | None) -> Pooled[Upstream]:
         pooled = self._pool(ep).take(key)
         if pooled is not None:
             return pooled

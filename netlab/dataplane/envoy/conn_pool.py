@@ -1,4 +1,9 @@
-"""The sidecar's HTTP/1.1 upstream connection pool: idle connections kept per cluster and host.
+"""Envoy's HTTP/1.1 upstream connection pool: idle connections kept per cluster and host.
+
+Shared by the sidecar (one pool per sidecar, plus one per downstream connection for HBONE
+upstreams) and the waypoint (one per downstream connection, docs/waypoint.md). A pooled
+connection is anything with an asyncio (reader, writer) pair and `close()`: a TCP or mTLS
+connection, or an HBONE stream bridged to a socketpair.
 
 Why one pool for the whole sidecar, not per downstream connection: Envoy's HTTP/1.1
 connection pool belongs to an upstream host of a cluster and binds each request to whichever
@@ -22,25 +27,38 @@ live until the upstream closes them or the sidecar stops, as with Istio's defaul
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 import h11
 
 from netlab.dataplane import http1
-from netlab.dataplane.sidecar.upstream import Upstream
 
 PoolKey = tuple[str, str, str]  # (cluster, upstream host, spoofed source or "")
 
 
+class Conn(Protocol):
+    """What the pool needs of an upstream connection."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=Conn)
+
+
 @dataclass
-class Pooled:
+class Pooled(Generic[C]):
     """One upstream connection and the h11 client state that frames it."""
 
-    up: Upstream
+    up: C
     conn: http1.ClientConnection
 
     @classmethod
-    def of(cls, up: Upstream) -> "Pooled":
+    def of(cls, up: C) -> "Pooled[C]":
         return cls(up, http1.ClientConnection(up.reader, up.writer))
 
     def alive(self) -> bool:
@@ -51,13 +69,14 @@ class Pooled:
         return h.our_state is h11.DONE and h.their_state is h11.DONE and self.alive()
 
 
-class HttpPool:
-    """Idle upstream connections of one sidecar, most recently used first out."""
+class HttpPool(Generic[C]):
+    """Idle upstream connections of one proxy (or one downstream connection), most recently
+    used first out."""
 
     def __init__(self) -> None:
-        self._idle: dict[PoolKey, list[Pooled]] = {}
+        self._idle: dict[PoolKey, list[Pooled[C]]] = {}
 
-    def take(self, key: PoolKey) -> Pooled | None:
+    def take(self, key: PoolKey) -> Pooled[C] | None:
         """An idle live connection for `key` (now the caller's alone), or None."""
         idle = self._idle.get(key)
         while idle:
@@ -67,7 +86,7 @@ class HttpPool:
             p.up.close()
         return None
 
-    def give(self, key: PoolKey, p: Pooled) -> None:
+    def give(self, key: PoolKey, p: Pooled[C]) -> None:
         """Hand back a connection after an exchange: kept if HTTP/1.1 allows, else closed."""
         if not p.reusable():
             p.up.close()
@@ -79,7 +98,7 @@ class HttpPool:
             q.up.close()
         idle.append(p)
 
-    def connections(self) -> list[Pooled]:
+    def connections(self) -> list[Pooled[C]]:
         """Every idle connection, live or not yet noticed closed."""
         return [p for idle in self._idle.values() for p in idle]
 
