@@ -232,7 +232,10 @@ def test_synack_dropped_on_output(lab: Lab, tmp_path: Path) -> None:
     sh(lab.server, "iptables", "-A", "OUTPUT", *rule)
     pcap = tmp_path / "client.pcap"
     # Independent witnesses: tcpdump on the client's wire, conntrack -E in the server.
+    # --immediate-mode: without it libpcap hands packets over in blocks on a timer, and
+    # a tracer that stops quickly lets tcpdump be ended with the last SYN still unwritten.
     dump = subprocess.Popen(["ip", "netns", "exec", lab.client, "tcpdump", "-i", "eth0", "-U",
+                             "--immediate-mode",
                              "-w", str(pcap), "tcp", "port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ct = subprocess.Popen(["ip", "netns", "exec", lab.server, "stdbuf", "-oL", "conntrack",
@@ -384,3 +387,34 @@ def test_packet_hooks_send_control_segments_unless_all_segments(lab: Lab) -> Non
             and e.tcp_flags and "P" in e.tcp_flags and e.extra["len"] > 0]
     assert data, [(e.kind, e.netns, e.tcp_flags) for e in got]
     assert any(e.kind in ("rx", "tx") and e.tcp_flags == "A" for e in got)
+
+
+def test_a_second_trace_sees_none_of_the_first(lab: Lab) -> None:
+    """The BPF program is compiled once per process and lent to one trace after another
+    (netlab/observe/bpf/loaded.py). A trace on OPEN_PORT that follows one on CLOSED_PORT
+    must see none of the first trace's packets, none sent between the two, and none
+    outside its own port while it runs: judged on the packets of real connections."""
+    from netlab.observe.bpf.loaded import PROGRAMS
+
+    def refused_seen(evs: list) -> bool:
+        return any(e.kind == "recv_reset" for e in evs)
+
+    with Tracer(lab.inodes, port=CLOSED_PORT, collectors=("bpf",)) as first:
+        assert connect(lab, CLOSED_PORT) == "refused"
+        assert first.wait_for(refused_seen)
+        assert connect(lab, CLOSED_PORT) == "refused"  # may still be in flight at stop
+    program = PROGRAMS._bpf
+    assert program is not None  # the path under test: the program outlives the trace
+    assert connect(lab, CLOSED_PORT) == "refused"  # between traces: nobody's packets
+    started = time.monotonic_ns()  # bpf_ktime_get_ns is CLOCK_MONOTONIC
+    with Tracer(lab.inodes, port=OPEN_PORT, collectors=("bpf",)) as second:
+        assert connect(lab, CLOSED_PORT) == "refused"  # outside this trace's scope
+        assert connect(lab, OPEN_PORT) == "connected"
+        assert second.wait_for(lambda evs: any(
+            e.kind == "rx" and e.dport == OPEN_PORT and e.netns == lab.server for e in evs))
+    assert PROGRAMS._bpf is program  # borrowed, not compiled again
+    assert second.counters["bpf"]["lost"] == 0
+    assert any(e.dport == CLOSED_PORT for e in first.events)
+    leaked = [(e.kind, e.netns, e.sport, e.dport, e.ts_ns) for e in second.events
+              if CLOSED_PORT in (e.sport, e.dport) or e.ts_ns < started]
+    assert leaked == []

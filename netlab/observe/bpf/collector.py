@@ -8,6 +8,9 @@ Why it looks the way it does:
   RST at every hop, FIN where its socket sends it; every segment with
   all_segments=True) plus every non-TCP packet and every drop (docs/events.md,
   trace.c).
+- The compiled program is the process's, lent per trace (loaded.py): compiling and
+  detaching cost ~1 s, and only the maps differ between traces. A record stamped
+  before this trace's start (`_floor_ns`) is another trace's and is dropped.
 - Events go through a BPF ring buffer written without wakeups. A thread drains it on
   a short timer (ring.RingReader) and only copies the raw records; flush() decodes
   them (decode.Decoder). Records that did not fit are counted in the kernel (`lost`),
@@ -22,12 +25,14 @@ import os
 import socket
 import struct
 import threading
+import time
 from collections import deque
 from typing import Any, Iterable
 
 from netlab.kernel import netns as nsmod
 from netlab.observe.bpf.btf import BTF_PATH
 from netlab.observe.bpf.decode import RECORD_SIZE, Decoder
+from netlab.observe.bpf.loaded import PROGRAMS, Lease
 from netlab.observe.bpf.offsets import kernel_offsets
 from netlab.observe.bpf.program import (RINGBUF_PAGES, TRACEPOINTS, cflags, source,
                                         tracepoint_names)
@@ -38,6 +43,7 @@ from netlab.observe.collector import Capability, Collector, Scope, Sink, yield_c
 from netlab.observe.events import Event
 
 POLL_S = 0.05  # ring drain period (no per-event wakeups)
+_TS = struct.Struct("<Q")  # event_t.ts, the record's first member (bpf_ktime_get_ns)
 
 
 def links(netns_names: Iterable[str]) -> tuple[dict[tuple[str, int], str], set[tuple[str, int]]]:
@@ -86,6 +92,9 @@ class BpfCollector(Collector):
         self.extra_addrs = set(addresses)
         self.all_segments = all_segments
         self._bpf: Any = None
+        self._lease: Lease | None = None
+        self._floor_ns = 0  # records stamped earlier belong to an earlier trace
+        self._stats0 = (0, 0)  # the kernel's (lost, purged) when this trace started
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._raw: deque[bytes] = deque()  # RingReader chunks, decoded by flush()
@@ -128,8 +137,6 @@ class BpfCollector(Collector):
                           "offsets from BTF; ring buffer")
 
     def start(self, scope: Scope, sink: Sink) -> None:
-        from bcc import BPF
-
         self._sink = sink
         # A Tracer's sink can be told "raw data arrived" (it then calls flush());
         # a plain callable gets decoded events from the drain thread instead.
@@ -140,14 +147,35 @@ class BpfCollector(Collector):
                                 inode_to_name={ino: n for n, ino in scope.netns.items()},
                                 ksym=ksym)
         text = enum_preamble(TRACEPOINTS) + source()
-        self._bpf = BPF(text=text.encode(), cflags=cflags(kernel_offsets()))
+        self._lease = PROGRAMS.acquire(text.encode(), cflags(kernel_offsets()))
+        self._bpf = self._lease.bpf
+        try:
+            self._open(scope, reasons)
+        except BaseException:
+            self._close_ring()
+            lease, self._lease, self._bpf = self._lease, None, None
+            PROGRAMS.release(lease)
+            raise
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._poll, name="netlab-bpf", daemon=True)
+        self._thread.start()
+
+    def _open(self, scope: Scope, reasons: dict[int, str]) -> None:
+        """Point the (possibly borrowed) program at this trace. Order matters
+        (loaded.py): drop what an earlier trace left in the ring, set the time floor
+        (bpf_ktime_get_ns is CLOCK_MONOTONIC), write the filters, and open the netns
+        filter last, so no record of this trace is judged by an earlier trace's cfg."""
         b = self._bpf
-        allow = b[b"netns_allow"]
-        for ino in scope.netns.values():
-            allow[ctypes.c_uint32(ino)] = ctypes.c_uint8(1)
+        assert self._lease is not None
+        self._ring = RingReader(b[b"events"].map_fd, RINGBUF_PAGES * mmap.PAGESIZE,
+                                RECORD_SIZE)
+        self._ring.skip()
+        self._stats0 = self._kernel_stats()
+        self._floor_ns = time.monotonic_ns()
         ports = set(self.extra_ports) | ({scope.port} if scope.port else set())
         addrs = set(self.extra_addrs) | ({scope.address} if scope.address else set())
         for p in ports:
+            self._lease.ports.add(p)
             b[b"port_allow"][ctypes.c_int(p)] = ctypes.c_uint8(1)
         for a in addrs:
             packed = struct.unpack("<I", socket.inet_aton(a))[0]  # same bytes as kernel
@@ -158,11 +186,15 @@ class BpfCollector(Collector):
         leaf.all_segments = int(self.all_segments)
         leaf.purge_reason = next((n for n, r in reasons.items() if r == "QUEUE_PURGE"), 0)
         cfg[ctypes.c_int(0)] = leaf
-        self._ring = RingReader(b[b"events"].map_fd, RINGBUF_PAGES * mmap.PAGESIZE,
-                                RECORD_SIZE)
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._poll, name="netlab-bpf", daemon=True)
-        self._thread.start()
+        allow = b[b"netns_allow"]
+        for ino in scope.netns.values():
+            allow[ctypes.c_uint32(ino)] = ctypes.c_uint8(1)
+
+    def _close_ring(self) -> None:
+        with self._ring_lock:
+            if self._ring is not None:
+                self._ring.close()
+                self._ring = None
 
     def _drain_ring(self) -> None:
         # Copy the raw records only; decoding happens in flush().
@@ -184,23 +216,30 @@ class BpfCollector(Collector):
     def flush(self) -> list[Event]:
         """Decode every record copied so far (thread-safe against the drain thread)."""
         out: list[Event] = []
-        raw, record = self._raw, self._decoder.record
+        raw, record, floor, ts = self._raw, self._decoder.record, self._floor_ns, _TS.unpack_from
         while raw:
             try:
                 chunk = raw.popleft()
             except IndexError:
                 break
             for rec in split_records(chunk, RECORD_SIZE):
-                out.append(record(rec))
+                if ts(rec)[0] >= floor:
+                    out.append(record(rec))
         self._received += len(out)
         return out
 
-    def _stats(self) -> tuple[int, int]:
-        """(lost, purged): records the ring had no room for, and socket queue purges
-        not sent (trace.c STAT_*), summed over CPUs from the kernel's counters."""
+    def _kernel_stats(self) -> tuple[int, int]:
+        """The kernel's (lost, purged) counters (trace.c STAT_*), summed over CPUs,
+        since the program was loaded."""
         stats = self._bpf[b"stats"]
         lost, purged = (sum(int(v) for v in stats[ctypes.c_int(i)]) for i in range(2))
         return lost, purged
+
+    def _stats(self) -> tuple[int, int]:
+        """(lost, purged) during this trace: records the ring had no room for, and
+        socket queue purges not sent."""
+        lost, purged = self._kernel_stats()
+        return lost - self._stats0[0], purged - self._stats0[1]
 
     def stop(self) -> dict[str, int]:
         if self._bpf is None:
@@ -215,8 +254,9 @@ class BpfCollector(Collector):
                 self._ring.close()
                 self._ring = None
         lost, purged = self._stats()
-        self._bpf.cleanup()
-        self._bpf = None
+        lease, self._lease, self._bpf = self._lease, None, None
+        if lease is not None:
+            PROGRAMS.release(lease)  # empties the scope; unloads a private program
         if self._notify is None:
             for ev in self.flush():
                 self._sink(ev)

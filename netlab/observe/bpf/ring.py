@@ -69,6 +69,12 @@ class RingReader:
         span.release()
         return n
 
+    def skip(self) -> None:
+        """Hand back everything the producer has written so far, unread: the records a
+        previous user of the same map left behind (loaded.py)."""
+        self._pos = _U64.unpack_from(self._prod, 0)[0]
+        _U64.pack_into(self._cons, 0, self._pos)
+
     def close(self) -> None:
         self._data.release()
         self._prod.close()
