@@ -231,3 +231,25 @@ def test_waypoint_reports_as_waypoint_and_passes_promtool(lab: dict[str, Any]) -
     # exit 3 = lint only; the one lint is the unit in Istio's own metric name
     assert res.returncode in (0, 3), res
     assert all("istio_request_duration_milliseconds" in ln and "base unit" in ln for ln in problems), problems
+
+
+def _total(text: str, metric: str, **labels: str) -> float:
+    return sum(v for _, v in series(text, metric, **labels))
+
+
+def test_waypoint_keeps_one_upstream_stream_alive_for_a_keep_alive_client(lab: dict[str, Any]) -> None:
+    """Ten requests on one client connection to `echo` (its HTTPRoute sends all to echo-v1,
+    one endpoint): the waypoint answers ten, and the server's ztunnel, which counts an HBONE
+    stream when it opens, sees one stream from the waypoint, not ten: Envoy keeps the upstream
+    HTTP/1.1 connection (one `connect_originate` tunnel) alive between requests."""
+    node1, wp = naming.node_netns(lab["name"], "node-1"), netns(lab, "mesh/waypoint-0")
+    streams = dict(metric="istio_tcp_connections_opened_total", reporter="destination",
+                   source_workload="waypoint", destination_workload="echo-v1")
+    requests = dict(metric="istio_requests_total", reporter="waypoint", destination_workload="echo-v1",
+                    response_code="200")
+    s0, r0 = _total(scrape(node1), **streams), _total(scrape(wp), **requests)
+    res = curl(lab, "mesh/sleep-0", *[f"http://{lab['vips']['echo']}/keep-alive"] * 10)
+    assert res.returncode == 0, res.stderr
+    assert servers(res.stdout) == ["echo-v1-0"] * 10
+    assert _total(scrape(wp), **requests) - r0 == 10
+    assert _total(scrape(node1), **streams) - s0 == 1

@@ -3,8 +3,17 @@
 The order is the HTTP filter chain's: the route is chosen first (so a denial still logs
 %ROUTE_NAME%), the RBAC filter then allows or answers 403 `RBAC: access denied`
 (`l7.authz`), and the router picks a backend by weight (`l7.routes`), an endpoint at
-random (`upstream.pick`), and sends the request through `connect_originate`. Each
-request opens its own stream on the pooled HBONE connection to the endpoint.
+random (`upstream.pick`), and sends the request through `connect_originate`.
+
+Upstream HTTP/1.1 connections are kept alive in a pool (`envoy.conn_pool`, Envoy's pool
+per cluster host), keyed by the backend Service and the selected endpoint; each is one
+HBONE stream (CONNECT) on the pooled HBONE connection to the endpoint's 15008. A
+connection goes back only when HTTP/1.1 allows (not after `Connection: close`, not once
+the upstream closed it). The pool is this downstream connection's own and is closed with
+it, as the sidecar's HBONE upstreams are: the destination ztunnel logs and counts a
+stream when it closes, so each client connection is logged when it ends rather than when
+a shared pool would let go of it (docs/waypoint.md, "Telemetry"). The load balancer still
+picks per request.
 
 Local replies and flags are Envoy's (`envoy.local_reply`): 404 `NR route_not_found`, 503
 `UH no healthy upstream`, 503 `UC`/`UF` when the second tunnel fails (the destination
@@ -26,6 +35,7 @@ from typing import Awaitable, Callable
 from netlab import mesh
 from netlab.dataplane import hbone, http1
 from netlab.dataplane.envoy import headers as hdrs
+from netlab.dataplane.envoy.conn_pool import HttpPool, Pooled, PoolKey
 from netlab.dataplane.envoy import local_reply as lr
 from netlab.dataplane.envoy.accesslog import AccessEntry
 from netlab.dataplane.l7 import authz, routes
@@ -45,10 +55,18 @@ def _reply(status: int, body: bytes, reply_headers: list[tuple[str, str]]) -> ht
 class HttpChain:
     def __init__(self, env: Env, down: Downstream, target: Target) -> None:
         self.env, self.down, self.target = env, down, target
+        self._pool: HttpPool[upstream.Tunnel] = HttpPool()
+        self._relays: set[asyncio.Task[None]] = set()  # of every tunnel still open
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await http1.serve(reader, writer, self.handle,
                           lambda e: log.info("bad HTTP from %s: %s", self.down.remote, e))
+
+    async def close(self) -> None:
+        """End every upstream tunnel this downstream connection opened: each closes its
+        write side, and its relay ends once the destination closes too (cancelled with us)."""
+        self._pool.close()
+        await asyncio.gather(*self._relays, return_exceptions=True)
 
     async def handle(self, req: http1.Request, protocol: str = "") -> http1.Response:
         """One request to one response; records the access log and the metrics."""
@@ -101,27 +119,34 @@ class HttpChain:
     async def _forward(self, req: http1.Request, entry: AccessEntry, picked: upstream.Picked,
                        fqdn: str | None, start: float) -> http1.Response:
         entry.upstream_host = picked.upstream_host
-        fwd = hbone.make_headers(forwarded_for=self.down.peer, forwarded_host=fqdn)
+        key: PoolKey = (fqdn or "", picked.address, "")
+        pooled = self._pool.take(key)
+        if pooled is None:
+            fwd = hbone.make_headers(forwarded_for=self.down.peer, forwarded_host=fqdn)
+            try:
+                tunnel = upstream.Tunnel(*await upstream.open_tunnel(
+                    self.env.pool, self.env.identity, picked, self.env.trust_domain, fwd))
+            except hbone.HboneError as e:
+                log.info("connect_originate to %s answered %s", picked.address, e.status)
+                return self._failed(entry, lr.upstream_reset(lr.CONNECTION_TERMINATION), picked.workload, fqdn)
+            except Exception as e:  # noqa: BLE001 - dial, TLS or identity failure
+                log.info("connect_originate to %s failed: %s", picked.address, e)
+                return self._failed(entry, lr.upstream_reset(lr.CONNECTION_FAILURE), picked.workload, fqdn)
+            self._relays.add(tunnel.relay)
+            tunnel.relay.add_done_callback(self._relays.discard)
+            pooled = Pooled.of(tunnel)
         try:
-            reader, writer, relay = await upstream.open_tunnel(
-                self.env.pool, self.env.identity, picked, self.env.trust_domain, fwd)
-        except hbone.HboneError as e:
-            log.info("connect_originate to %s answered %s", picked.address, e.status)
-            return self._failed(entry, lr.upstream_reset(lr.CONNECTION_TERMINATION), picked.workload, fqdn)
-        except Exception as e:  # noqa: BLE001 - dial, TLS or identity failure
-            log.info("connect_originate to %s failed: %s", picked.address, e)
-            return self._failed(entry, lr.upstream_reset(lr.CONNECTION_FAILURE), picked.workload, fqdn)
-        try:
-            conn = http1.ClientConnection(reader, writer)
             sent = time.time()
-            await conn.send_request(hdrs.upstream_request(req, 1))
-            resp = await conn.read_response()
+            await pooled.conn.send_request(hdrs.upstream_request(req, 1))
+            resp = await pooled.conn.read_response()
         except (http1.HttpError, OSError, ConnectionError) as e:
+            pooled.up.close()
             log.info("upstream %s broke: %s", picked.address, e)
             return self._failed(entry, lr.upstream_reset(lr.CONNECTION_TERMINATION), picked.workload, fqdn)
-        finally:
-            await upstream.close_quietly(writer)
-            await asyncio.gather(relay, return_exceptions=True)
+        except BaseException:  # cancelled mid-exchange: the connection is in an unknown state
+            pooled.up.close()
+            raise
+        self._pool.give(key, pooled)  # kept only if HTTP/1.1 allows another exchange
         upstream_ms = int((time.time() - sent) * 1000)
         out = hdrs.downstream_response(resp, upstream_ms)
         entry.response_code, entry.response_code_details = resp.status, "via_upstream"

@@ -165,6 +165,7 @@ class Waypoint:
             if protocol == "sniff":
                 protocol = "http" if alpn else "tcp"
         reader, writer = await asyncio.open_connection(sock=sock, limit=STREAM_LIMIT)
+        chain: http_chain.HttpChain | None = None
         try:
             if protocol == "tcp":
                 await tcp_chain.serve(self.env, down, target, reader, writer)
@@ -172,8 +173,11 @@ class Waypoint:
                 chain = http_chain.HttpChain(self.env, down, target)
                 await h2_server.serve(reader, writer, chain.handle)
             else:
-                await http_chain.HttpChain(self.env, down, target).serve(reader, writer)
+                chain = http_chain.HttpChain(self.env, down, target)
+                await chain.serve(reader, writer)
         except (ConnectionError, OSError) as e:
             log.info("chain for %s from %s ended: %s", target.authority, down.remote, e)
         finally:
             writer.close()
+            if chain is not None:
+                await chain.close()  # its pooled upstream tunnels end with the downstream

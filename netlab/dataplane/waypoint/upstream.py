@@ -8,7 +8,10 @@ identity (istio@1.24.0 `cluster_waypoint.go`; mesh-facts-2 §C2).
 The tunnel is handed to the chains as an ordinary asyncio (reader, writer) pair: one end
 of a socketpair, whose other end `hbone.relay` copies to the HBONE stream. The HTTP/1.1
 client and the TCP relay then stay the same code as everywhere else (h11 via
-`http1.py`), at the price of one local copy per byte.
+`http1.py`), at the price of one local copy per byte. As a `Tunnel` it can sit in the
+HTTP chain's upstream pool (`envoy.conn_pool`): one HBONE stream per pooled upstream
+HTTP/1.1 connection, as Envoy's `inbound-vip` cluster opens one internal connection to
+`connect_originate`, and so one CONNECT, per upstream connection of its pool.
 """
 
 from __future__ import annotations
@@ -65,6 +68,18 @@ def direct(cfg: ProxySnapshot, ip: str, port: int) -> Picked | None:
     """A pod-IP request goes to that pod after policy."""
     w = cfg.workload_by_ip(ip)
     return Picked(Endpoint(w.key, ip, port), w) if w is not None else None
+
+
+@dataclass
+class Tunnel:
+    """One CONNECT to an endpoint as an upstream connection: closing the writer ends it."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    relay: "asyncio.Task[None]"
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 async def open_tunnel(pool: hbone.HbonePool, src_identity: str, dst: Picked, trust_domain: str,
