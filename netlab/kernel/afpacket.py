@@ -62,6 +62,12 @@ def _layers() -> tuple[type[Packet], type[Packet], type[Packet]]:
     return Ether, IP, TCP
 
 
+def preload() -> None:
+    """Import scapy's layers now, e.g. in a thread while a lab builds, so the first
+    Sniffer does not wait for them."""
+    _layers()
+
+
 def parse(frame: bytes, ifname: str) -> Segment | None:
     """Ethernet + IPv4 + TCP -> Segment; anything else (or a truncated frame) -> None.
 

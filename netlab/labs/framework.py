@@ -106,6 +106,10 @@ class Lab:
     variants: tuple[Variant, ...]
     traffic: Traffic  # runs on each variant's built instance, returns evidence
     sections: Sections = no_sections  # the lab's own report sections, from a result
+    # What the traffic will need that is slow to load (a compiled BPF program, scapy):
+    # the runner calls it in a thread while the first instance builds. Only a cache
+    # warmer: the traffic must work the same without it.
+    warm: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         first: dict[str, Variant] = {}

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 import time
 import traceback
 from dataclasses import replace
@@ -123,6 +124,25 @@ def run_instance(lab: Lab, variant_names: list[str], keep: bool = False,
             for v in variants]
 
 
+def _warm(lab: Lab) -> threading.Thread | None:
+    """Start `lab.warm` in a thread, so what the traffic needs loads while the first
+    instance builds (mostly waiting on ip/iptables). A failure is left for the traffic
+    to meet and report: warming is only a cache."""
+    warm = lab.warm
+    if warm is None:
+        return None
+
+    def body() -> None:
+        try:
+            warm()
+        except Exception:  # noqa: BLE001,S110 - the traffic meets the same cause, reported
+            pass
+
+    thread = threading.Thread(target=body, name="netlab-warm", daemon=True)
+    thread.start()
+    return thread
+
+
 def run(lab: Lab, variants: list[str] | None = None, keep: bool = False,
         progress: Progress = _quiet,
         on_result: Callable[[VariantResult], None] = lambda r: None) -> list[VariantResult]:
@@ -132,8 +152,13 @@ def run(lab: Lab, variants: list[str] | None = None, keep: bool = False,
         lab.variant(v)
     base = lab.topology()  # parsed once; each variant's change copies what it changes
     results = []
-    for group in lab.sharing(chosen):
-        for res in run_instance(lab, group, keep, progress, base):
-            on_result(res)
-            results.append(res)
+    warmer = _warm(lab)
+    try:
+        for group in lab.sharing(chosen):
+            for res in run_instance(lab, group, keep, progress, base):
+                on_result(res)
+                results.append(res)
+    finally:
+        if warmer is not None:
+            warmer.join()  # never leave it loading while the process exits
     return results

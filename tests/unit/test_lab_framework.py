@@ -264,3 +264,28 @@ def test_figures_embed_their_markup_in_html_and_their_text_in_markdown() -> None
     assert "1.89 tcp_sent: Not enough traffic to generate chart" in page
     assert "<svg" not in md and "Pictures side by side in report.html: Kiali 1.89, Kiali 2.0." in md
     assert "1.89 tcp_sent: Not enough traffic to generate chart" in md
+
+
+def test_warm_runs_beside_the_first_build_and_its_failure_is_not_the_runs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lab.warm loads what the traffic needs while the first instance builds; it is
+    done when run() returns, and a warm-up that fails leaves the verdicts to the
+    traffic (which meets the same cause itself)."""
+    import threading
+
+    from netlab.labs import runner
+
+    monkeypatch.setattr(runner.lifecycle, "up", lambda lab: None)
+    monkeypatch.setattr(runner, "teardown", lambda name: None)
+    monkeypatch.setattr(runner, "Context", lambda name, variant, progress: name)
+    warmed: list[str] = []
+
+    def warm() -> None:
+        warmed.append(threading.current_thread().name)
+        raise RuntimeError("no bcc here")
+
+    lab = Lab("tiny-echo", "t", TINY, (BROKEN,), traffic=lambda ctx: {"exit": 7},  # type: ignore[arg-type]
+              warm=warm)
+    [res] = runner.run(lab)
+    assert res.ok and res.error is None
+    assert warmed == ["netlab-warm"]  # called once, off the main thread, and finished

@@ -14,7 +14,7 @@ from netlab.labs import changes
 from netlab.labs.framework import Lab, Outcome, Variant, expect
 from netlab.labs.mirrord_ambient_steal import expectations as x
 from netlab.labs.mirrord_ambient_steal.sections import sections
-from netlab.labs.mirrord_ambient_steal.traffic import traffic
+from netlab.labs.mirrord_ambient_steal.traffic import traffic, warm
 
 STEAL_3112 = {"mode": "steal"}
 STEAL_3113 = {"mode": "steal", "ambient_aware": True, "privileged": True}
@@ -109,4 +109,4 @@ VARIANTS = (
 LAB = Lab(name="mirrord-ambient-steal",
           title="mirrord steal vs Istio ambient (mirrord#2456, fixed in 3.113.0)",
           folder=Path(__file__).parent, variants=VARIANTS, traffic=traffic,
-          sections=sections)
+          sections=sections, warm=warm)

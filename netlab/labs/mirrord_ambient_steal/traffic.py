@@ -62,6 +62,16 @@ def traffic(ctx: Context) -> Evidence:
     return ev
 
 
+def warm() -> None:
+    """What every variant's traced request loads (Lab.warm): the compiled BPF program
+    and scapy (the wire sniffer's decoder)."""
+    from netlab.kernel import afpacket
+    from netlab.observe.bpf.collector import preload
+
+    preload()
+    afpacket.preload()
+
+
 def _pod(p: Pod) -> dict[str, Any]:
     return {k: p[k] for k in ("namespace", "name", "ip", "node", "netns")}
 

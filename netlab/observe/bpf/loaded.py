@@ -63,6 +63,15 @@ class ProgramCache:
                 return Lease(self._bpf, shared=True)
         return Lease(BPF(text=text, cflags=list(cflags)), shared=False)
 
+    def load(self, text: bytes, cflags: list[str]) -> None:
+        """Compile and attach the program now, unless one is loaded: e.g. in a thread
+        while a lab builds. A trace that asks meanwhile waits for this one."""
+        from bcc import BPF
+
+        with self._lock:
+            if self._bpf is None:
+                self._bpf, self._key = BPF(text=text, cflags=list(cflags)), (text, tuple(cflags))
+
     def release(self, lease: Lease) -> None:
         """Empty the lease's scope (no more events), then lend the program again or,
         if private, unload it."""
