@@ -124,16 +124,14 @@ def _any_or_none(values: Iterable[str] | None, pred: Any) -> bool | None:
     return None if not vals else any(pred(str(v)) for v in vals)
 
 
-class _Matcher:
-    """Matches one rule against one connection; knows the policy's namespace and action."""
+class PeerPredicates:
+    """The `from.source` fields that name the peer's identity, shared by the L4 matcher here
+    and the waypoint's L7 one (netlab.dataplane.l7.authz): never true without an identity."""
 
-    def __init__(self, conn: Connection, policy_ns: str, deny: bool) -> None:
-        self.conn = conn
-        self.peer = parse_identity(conn.src_identity)
+    def __init__(self, src_identity: str | None, policy_ns: str) -> None:
+        self.peer = parse_identity(src_identity)
         self.policy_ns = policy_ns
-        self.deny = deny
 
-    # --- identity-based predicates: never true without an identity -------------------
     def principal(self, pat: str) -> bool:
         return self.peer is not None and wildcard_match(pat.removeprefix(mesh.SPIFFE_SCHEME), self.peer.principal)
 
@@ -141,9 +139,19 @@ class _Matcher:
         return self.peer is not None and wildcard_match(pat, self.peer.namespace)
 
     def service_account(self, ref: str) -> bool:
+        """`ns/sa`, or a bare `sa` in the policy's own namespace."""
         ns, _, sa = ref.rpartition("/")
         ns = ns or self.policy_ns
         return self.peer is not None and (self.peer.namespace, self.peer.service_account) == (ns, sa)
+
+
+class _Matcher(PeerPredicates):
+    """Matches one rule against one connection; knows the policy's namespace and action."""
+
+    def __init__(self, conn: Connection, policy_ns: str, deny: bool) -> None:
+        super().__init__(conn.src_identity, policy_ns)
+        self.conn = conn
+        self.deny = deny
 
     def port(self, value: str) -> bool:
         return value.strip() == str(self.conn.dst_port)

@@ -27,8 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-from netlab import mesh
-from netlab.dataplane.policy import ip_match, parse_identity, wildcard_match
+from netlab.dataplane.policy import PeerPredicates, ip_match, wildcard_match
 from netlab.snapshot import Policy
 
 DENIED_STATUS = 403
@@ -111,21 +110,10 @@ def _fields(spec: dict[str, Any], table: dict[str, Callable[[str], bool]]) -> bo
     return True
 
 
-class _Matcher:
+class _Matcher(PeerPredicates):
     def __init__(self, req: L7Request, policy_ns: str) -> None:
+        super().__init__(req.src_identity, policy_ns)
         self.req = req
-        self.peer = parse_identity(req.src_identity)
-        self.policy_ns = policy_ns
-
-    def principal(self, pat: str) -> bool:
-        return self.peer is not None and wildcard_match(pat.removeprefix(mesh.SPIFFE_SCHEME), self.peer.principal)
-
-    def namespace(self, pat: str) -> bool:
-        return self.peer is not None and wildcard_match(pat, self.peer.namespace)
-
-    def service_account(self, ref: str) -> bool:
-        ns, _, sa = ref.rpartition("/")
-        return self.peer is not None and (self.peer.namespace, self.peer.service_account) == (ns or self.policy_ns, sa)
 
     def host(self, pat: str) -> bool:
         host = self.req.host.lower()
