@@ -26,18 +26,21 @@ def _exposition(source: MetricsSource) -> Exposition:
     return source
 
 
-def _listen(port: int) -> socket.socket:
+def listen(port: int, backlog: int = 128) -> socket.socket:
+    """A listener on 0.0.0.0:port in the process's own netns (a node's, or a proxy pod's own).
+
+    IPPROTO_TCP, not 0, so asyncio sets TCP_NODELAY on the accepted sockets."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(("0.0.0.0", port))
-    s.listen(128)
+    s.listen(backlog)
     s.setblocking(False)
     return s
 
 
 def serve_metrics(port: int, registry: MetricsSource) -> asyncio.Task[None]:
     """Serve `/metrics` of `registry` on `port` until the task is cancelled."""
-    return asyncio.create_task(metrics_server(registry, _listen(port)))
+    return asyncio.create_task(metrics_server(registry, listen(port)))
 
 
 async def metrics_server(registry: MetricsSource, sock: socket.socket) -> None:
@@ -82,7 +85,7 @@ async def serve_readiness(port: int) -> asyncio.AbstractServer:
         finally:
             writer.close()
 
-    return await asyncio.start_server(handle, sock=_listen(port))
+    return await asyncio.start_server(handle, sock=listen(port))
 
 
 # What the admin port serves: path -> a function giving the JSON body (bytes).

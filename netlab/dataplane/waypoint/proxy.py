@@ -26,7 +26,7 @@ from netlab.dataplane.envoy import inspector
 from netlab.dataplane.envoy.accesslog import AccessEntry, AccessLog
 from netlab.dataplane.envoy.stats import IstioStats
 from netlab.dataplane.proxy import certs
-from netlab.dataplane.proxy.admin import serve_metrics, serve_readiness
+from netlab.dataplane.proxy.admin import listen, serve_metrics, serve_readiness
 from netlab.dataplane.proxy.relay import STREAM_LIMIT
 from netlab.dataplane.waypoint import h2_server, http_chain, tcp_chain
 from netlab.dataplane.waypoint.context import Downstream, Env
@@ -52,15 +52,6 @@ def own_pod(cfg: ProxySnapshot) -> Workload:
     raise SystemExit(f"waypoint: no pod of {cfg.waypoint} on node {cfg.node} in the config")
 
 
-def _listen(port: int) -> socket.socket:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port))
-    s.listen(512)
-    s.setblocking(False)
-    return s
-
-
 class Waypoint:
     def __init__(self, cfg: ProxySnapshot) -> None:
         me = own_pod(cfg)
@@ -80,7 +71,7 @@ class Waypoint:
     async def start(self) -> "Waypoint":
         try:
             await self._warm()
-            await self.server.start(_listen(mesh.HBONE_PORT))
+            await self.server.start(listen(mesh.HBONE_PORT, backlog=512))
             self._ready = await serve_readiness(mesh.HEALTH_PORT)
             self._metrics = [serve_metrics(p, self.registry)
                              for p in (mesh.METRICS_PORT, mesh.ENVOY_STATS_PORT)]
