@@ -149,8 +149,13 @@ def test_strict_denied_call_names_the_policy(build_lab: Callable[..., str]) -> N
     rst_packets = [e for e in _events(lines) if e["source"] == "bpf" and e["kind"] in ("tx", "rx")
                    and "R" in (e.get("tcp_flags") or "") and e.get("dport") == story["client"]["sport"]]
     assert len(rst_packets) >= 4
-    assert len(story["resets"]) == 1
-    assert len([h for h in story["resets"][0]["hops"] if h["kind"] in ("tx", "rx")]) == len(rst_packets)
+    # Usually one RST; a second, different segment appears when curl's request arrives after
+    # ztunnel aborted (the kernel answers it with its own RST). Each segment is counted once.
+    segments = {(e.get("seq"), e["tcp_flags"]) for e in rst_packets}
+    assert len(story["resets"]) == len(segments), (story["resets"], segments)
+    assert all(len(r["hops"]) >= 2 for r in story["resets"]), story["resets"]
+    # Every RST packet the kernel saw is a hop of exactly one counted reset.
+    assert sum(1 for r in story["resets"] for h in r["hops"] if h["kind"] in ("tx", "rx")) == len(rst_packets)
     text = run_cli("trace", lab, "--pod", "outside/sleep", "--", "curl", "-s", "-m", "3", url,
                    timeout=60).stdout
     assert f"denied by policy {STATIC_STRICT}" in text, text
