@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import run_cli
-from tests.kernel.test_prometheus import CHROMIUM, png_rows
+from tests.kernel.screenshots import CHROMIUM, png_rows
 
 pytestmark = pytest.mark.kernel
 

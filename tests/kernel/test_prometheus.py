@@ -14,10 +14,8 @@ import json
 import os
 import re
 import signal
-import struct
 import subprocess
 import urllib.request
-import zlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
@@ -30,12 +28,12 @@ from netlab.model import PrometheusSpec
 from netlab.telemetry.promclient import Prometheus, wait_for_series
 from tests.conftest import REPO, NETLAB, run_cli
 from tests.kernel import hoststate
+from tests.kernel.screenshots import CHROMIUM, png_rows
 
 pytestmark = pytest.mark.kernel
 
 TOPO = REPO / "topologies" / "ambient-bookinfo.yaml"
 TD = "spiffe://cluster.local/ns"
-CHROMIUM = "/usr/bin/chromium"
 WAIT = 30.0  # seconds for a series to appear: a deadline, not a duration of the test
 
 
@@ -235,47 +233,6 @@ def test_edge_panel_charts(rated: dict[str, Any]) -> None:
     assert 'sum(rate(istio_tcp_received_bytes_total{reporter="source",destination_workload_namespace="bookinfo",' \
            'destination_workload="ratings",destination_cluster="Kubernetes"}[30s])) by (source_workload)' in res.stdout
     assert "Not enough traffic" not in res.stdout.split("tcp_received")[0], res.stdout
-
-
-def png_rows(path: Path) -> list[list[tuple[int, int, int]]]:
-    """Every row of an 8-bit RGB/RGBA PNG as RGB tuples (a small zlib PNG decoder)."""
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat, width, bpp = 8, b"", 0, 3
-    while pos < len(data):
-        length, ctype = struct.unpack("!I4s", data[pos:pos + 8])
-        chunk = data[pos + 8:pos + 8 + length]
-        if ctype == b"IHDR":
-            width, _h, depth, colour = struct.unpack("!IIBB", chunk[:10])
-            assert depth == 8 and colour in (2, 6)
-            bpp = 4 if colour == 6 else 3
-        elif ctype == b"IDAT":
-            idat += chunk
-        pos += 12 + length
-    raw = zlib.decompress(idat)
-    stride = width * bpp
-    prev = bytearray(stride)
-    rows: list[list[tuple[int, int, int]]] = []
-    for row in range(len(raw) // (stride + 1)):
-        f = raw[row * (stride + 1)]
-        line = bytearray(raw[row * (stride + 1) + 1:(row + 1) * (stride + 1)])
-        for i in range(stride):
-            a = line[i - bpp] if i >= bpp else 0
-            b = prev[i]
-            c = prev[i - bpp] if i >= bpp else 0
-            if f == 1:
-                line[i] = (line[i] + a) & 0xFF
-            elif f == 2:
-                line[i] = (line[i] + b) & 0xFF
-            elif f == 3:
-                line[i] = (line[i] + (a + b) // 2) & 0xFF
-            elif f == 4:
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 0xFF
-        prev = line
-        rows.append([tuple(line[i:i + 3]) for i in range(0, stride, bpp)])  # type: ignore[misc]
-    return rows
 
 
 def longest_run(rows: list[list[tuple[int, int, int]]], colour: tuple[int, int, int]) -> int:
