@@ -13,7 +13,7 @@ base model to every variant.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Iterable
+from typing import Callable, Iterable
 
 from netlab import model
 from netlab.labs.framework import Change
@@ -65,43 +65,33 @@ def label_pods(namespace: str, deployment: str, labels: dict[str, str | None]) -
     return apply
 
 
-def service_target_port(namespace: str, service: str, port: int,
-                        target_port: int | str) -> Change:
-    """Point one Service port at another target port (a closed one, say)."""
+def _edit_service(namespace: str, service: str,
+                  edit: Callable[[model.Service], model.Service]) -> Change:
+    """A change that rewrites one Service (which must exist) and leaves the rest alone."""
     def apply(lab: model.Lab) -> model.Lab:
         _require([f"{s.namespace}/{s.name}" for s in lab.services],
                  f"{namespace}/{service}", "service")
-        return replace(lab, services=[
-            replace(s, ports=[replace(p, target_port=target_port) if p.port == port else p
-                              for p in s.ports])
-            if (s.namespace, s.name) == (namespace, service) else s
-            for s in lab.services])
+        return replace(lab, services=[edit(s) if (s.namespace, s.name) == (namespace, service) else s
+                                      for s in lab.services])
     return apply
 
 
 def service_port(namespace: str, service: str, port: int, **fields: object) -> Change:
     """Change fields of one Service port: `name=None` (unnamed), `app_protocol="tcp"`, …"""
-    def apply(lab: model.Lab) -> model.Lab:
-        _require([f"{s.namespace}/{s.name}" for s in lab.services],
-                 f"{namespace}/{service}", "service")
-        return replace(lab, services=[
-            replace(s, ports=[replace(p, **fields) if p.port == port else p  # type: ignore[arg-type]
-                              for p in s.ports])
-            if (s.namespace, s.name) == (namespace, service) else s
-            for s in lab.services])
-    return apply
+    return _edit_service(namespace, service, lambda s: replace(s, ports=[
+        replace(p, **fields) if p.port == port else p for p in s.ports]))  # type: ignore[arg-type]
+
+
+def service_target_port(namespace: str, service: str, port: int,
+                        target_port: int | str) -> Change:
+    """Point one Service port at another target port (a closed one, say)."""
+    return service_port(namespace, service, port, target_port=target_port)
 
 
 def annotate_service(namespace: str, service: str, annotations: dict[str, str | None]) -> Change:
     """Set (or, with None, remove) annotations on a Service's metadata."""
-    def apply(lab: model.Lab) -> model.Lab:
-        _require([f"{s.namespace}/{s.name}" for s in lab.services],
-                 f"{namespace}/{service}", "service")
-        return replace(lab, services=[
-            replace(s, annotations=_labels(s.annotations, annotations))
-            if (s.namespace, s.name) == (namespace, service) else s
-            for s in lab.services])
-    return apply
+    return _edit_service(namespace, service,
+                         lambda s: replace(s, annotations=_labels(s.annotations, annotations)))
 
 
 def container_args(namespace: str, deployment: str, container: str,
