@@ -125,8 +125,10 @@ def _any_or_none(values: Iterable[str] | None, pred: Any) -> bool | None:
 
 
 class PeerPredicates:
-    """The `from.source` fields that name the peer's identity, shared by the L4 matcher here
-    and the waypoint's L7 one (netlab.dataplane.l7.authz): never true without an identity."""
+    """What the L4 matcher here and the waypoint's L7 one (netlab.dataplane.l7.authz) share:
+    a rule's from/to/when logic, and the `from.source` fields that name the peer's identity
+    (never true without an identity). Subclasses say what `source`, `operation` and
+    `condition` mean at their layer."""
 
     def __init__(self, src_identity: str | None, policy_ns: str) -> None:
         self.peer = parse_identity(src_identity)
@@ -143,6 +145,24 @@ class PeerPredicates:
         ns, _, sa = ref.rpartition("/")
         ns = ns or self.policy_ns
         return self.peer is not None and (self.peer.namespace, self.peer.service_account) == (ns, sa)
+
+    def source(self, src: dict[str, Any]) -> bool:
+        raise NotImplementedError
+
+    def operation(self, op: dict[str, Any]) -> bool:
+        raise NotImplementedError
+
+    def condition(self, cond: dict[str, Any]) -> bool:
+        raise NotImplementedError
+
+    def rule(self, rule: dict[str, Any]) -> bool:
+        froms = [f.get("source") or {} for f in rule.get("from") or []]
+        tos = [t.get("operation") or {} for t in rule.get("to") or []]
+        if froms and not any(self.source(s) for s in froms):
+            return False
+        if tos and not any(self.operation(o) for o in tos):
+            return False
+        return all(self.condition(c) for c in rule.get("when") or [])
 
 
 class _Matcher(PeerPredicates):
@@ -201,14 +221,6 @@ class _Matcher(PeerPredicates):
         """For ALLOW an L7 field kills the match; for DENY it is simply not checked."""
         return not self.deny and any(spec.get(k) for k in l7)
 
-    def rule(self, rule: dict[str, Any]) -> bool:
-        froms = [f.get("source") or {} for f in rule.get("from") or []]
-        tos = [t.get("operation") or {} for t in rule.get("to") or []]
-        if froms and not any(self.source(s) for s in froms):
-            return False
-        if tos and not any(self.operation(o) for o in tos):
-            return False
-        return all(self.condition(c) for c in rule.get("when") or [])
 
 
 def rule_has_l7(rule: dict[str, Any]) -> bool:

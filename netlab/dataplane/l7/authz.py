@@ -157,14 +157,6 @@ class _Matcher(PeerPredicates):
         hit, miss = _hits(cond.get("values"), pred), _hits(cond.get("notValues"), pred)
         return hit is not False and not miss
 
-    def rule(self, rule: dict[str, Any]) -> bool:
-        froms = [f.get("source") or {} for f in rule.get("from") or []]
-        tos = [t.get("operation") or {} for t in rule.get("to") or []]
-        if froms and not any(self.source(s) for s in froms):
-            return False
-        if tos and not any(self.operation(o) for o in tos):
-            return False
-        return all(self.condition(c) for c in rule.get("when") or [])
 
 
 def matching_rule(res: Policy, req: L7Request) -> int | None:
