@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -28,6 +29,23 @@ from netlab.readiness import ReadyPipe
 Pod = dict[str, Any]  # one pod of the `status --json` shape (namespace, name, ip, node, netns)
 Progress = Callable[[str], None]
 READY_TIMEOUT = 15.0
+
+
+POLL_INTERVAL = 0.02  # s between looks at a log file or a scrape; bounded by the caller's deadline
+
+
+def poll_until(what: Callable[[], Any], timeout: float) -> Any:
+    """Look at `what()` until it is truthy or `timeout` seconds pass; return its last value.
+
+    For evidence that has no event to wait on (a proxy writes its access log when a
+    connection closes): the last value is what the lab judges, so a timeout shows up as
+    the evidence that was there, never as a crash."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = what()
+        if got or time.monotonic() >= deadline:
+            return got
+        time.sleep(POLL_INTERVAL)
 
 
 @dataclass

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,7 +30,7 @@ from netlab import mesh
 from netlab.dataplane.ca import CAError, CertClient
 from netlab.kernel import netns as nsmod
 from netlab.kernel import processes
-from netlab.labs.context import Context
+from netlab.labs.context import Context, poll_until
 from netlab.labs.framework import Evidence
 from netlab.observe.proxylog import envoy
 from netlab.observe.tracer import Tracer
@@ -113,13 +112,8 @@ class Logs:
 
 
 def until(what: Callable[[], Any], timeout: float = LOG_TIMEOUT) -> Any:
-    """Poll `what()` until it is truthy or the deadline passes; its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = what()
-        if got or time.monotonic() >= deadline:
-            return got
-        time.sleep(0.02)
+    """`poll_until` with this lab's log deadline."""
+    return poll_until(what, timeout)
 
 
 def _segments(wire: Wire) -> list[dict[str, Any]]:

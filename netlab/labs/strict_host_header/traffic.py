@@ -19,12 +19,11 @@ when its connection closes, after curl has its answer).
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 from netlab import mesh, topology
-from netlab.labs.context import Context, Pod
+from netlab.labs.context import Context, Pod, poll_until
 from netlab.labs.framework import Evidence
 from netlab.observe import metrics, proxy_config, proxylog
 from netlab.kernel.afpacket import Segment
@@ -135,13 +134,14 @@ def _await_logs(ctx: Context, pods: dict[str, Pod]) -> dict[str, list[dict[str, 
     """Every sidecar's access lines once the exchange is logged end to end: Grafana's
     sidecar has its request, the label proxy's its hop to :9090, Prometheus' sidecar a line
     (TCP lines come at close). Bounded by LOG_WAIT; what is there then is the evidence."""
-    deadline = time.monotonic() + LOG_WAIT
-    while True:
-        logs = {k: _access_lines(ctx, p) for k, p in pods.items()}
-        done = logs["grafana"] and _hop(logs["label_proxy"]) and logs["prometheus"]
-        if done or time.monotonic() > deadline:
-            return logs
-        time.sleep(0.02)  # polling a file for a condition, with a deadline
+    logs: dict[str, list[dict[str, Any]]] = {}
+
+    def complete() -> bool:
+        logs.update({k: _access_lines(ctx, p) for k, p in pods.items()})
+        return bool(logs["grafana"] and _hop(logs["label_proxy"]) and logs["prometheus"])
+
+    poll_until(complete, LOG_WAIT)
+    return logs
 
 
 def _app_log(ctx: Context, pod: Pod) -> list[dict[str, Any]]:
