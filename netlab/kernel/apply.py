@@ -14,6 +14,7 @@ its imports overlap the build; other commands start as fresh processes.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -205,12 +206,16 @@ class Applier:
     def _processes(self, state: DesiredState, timeout: float) -> None:
         logs = os.path.join(self.record.dir, "logs")
         os.makedirs(logs, exist_ok=True)
+        starts = [self._prepare(spec, logs) for spec in state.processes]
         try:
-            for i, spec in enumerate(state.processes):
+            for i in range(0, len(starts), zygote.BATCH):
                 self.checkpoint()
-                self._spawn(spec, logs)
-                if i % 20 == 0:
-                    self.progress("processes", i + 1, len(state.processes))
+                # Ready pipes per batch: only a batch's write ends are open at once.
+                batch = [self._with_ready_pipe(spec, start) for spec, start
+                         in zip(state.processes[i:i + zygote.BATCH], starts[i:i + zygote.BATCH])]
+                # Forked from the zygote in one request where it can run them (kernel/zygote.py).
+                self.record.processes += zygote.spawn_many(batch)
+                self.progress("processes", len(self.record.processes), len(starts))
         finally:
             # One journal write for the phase: a process started before it and not yet
             # recorded lives in a lab namespace, where teardown finds it (destroy).
@@ -224,7 +229,9 @@ class Applier:
                 wait_ready(check, rec.pid, rec.log, timeout, self.checkpoint)
         self.progress("ready", 1, 1)
 
-    def _spawn(self, spec: ProcessSpec, logs: str) -> None:
+    def _prepare(self, spec: ProcessSpec, logs: str) -> zygote.Start:
+        """Its files written and its restart spec noted: what starting one process
+        needs, short of its ready pipe and the start."""
         safe = spec.name.replace("/", "_")
         argv = list(spec.argv)
         if spec.config is not None:
@@ -237,16 +244,18 @@ class Applier:
             resolv = os.path.join(self.record.dir, f"{safe}.resolv.conf")
             with open(resolv, "w") as f:
                 f.write(spec.resolv_conf)
-        pipe = ReadyPipe() if spec.signals_ready else None
-        if pipe is not None:
-            self._ready[spec.name] = pipe
         restart = processes.RestartSpec(spec.name, spec.netns, tuple(argv), os.path.join(logs, f"{safe}.log"),
                                         resolv, dict(spec.env), spec.uid, spec.gid, spec.signals_ready,
                                         spec.ready)
-        rec = self._start(spec.name, spec.netns, argv, restart.log, resolv, env=restart.env,
-                          uid=spec.uid, gid=spec.gid, ready=pipe)
         self._restart.append(restart)
-        self.record.processes.append(rec)
+        return zygote.Start(spec.name, spec.netns, argv, restart.log, resolv, restart.env,
+                            spec.uid, spec.gid)
+
+    def _with_ready_pipe(self, spec: ProcessSpec, start: zygote.Start) -> zygote.Start:
+        if not spec.signals_ready:
+            return start
+        pipe = self._ready[spec.name] = ReadyPipe()
+        return dataclasses.replace(start, ready=pipe)
 
     @staticmethod
     def _warm_zygote(state: DesiredState) -> None:

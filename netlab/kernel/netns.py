@@ -50,6 +50,19 @@ def unshare(flags: int) -> None:
     _check(_libc.unshare(flags), "unshare")
 
 
+def loopback_up() -> None:
+    """Bring `lo` up in the calling thread's network namespace (a fresh one has it down)."""
+    import fcntl
+    import socket
+    import struct
+
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1  # linux/sockios.h, linux/if.h
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifreq = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s, siocgifflags, ifreq))[1]
+        fcntl.ioctl(s, siocsifflags, struct.pack("16sH14x", b"lo", flags | iff_up))
+
+
 def mount(source: str, target: str, fstype: str | None, flags: int) -> None:
     _check(_libc.mount(source.encode(), target.encode(),
                        fstype.encode() if fstype else None, flags, None),

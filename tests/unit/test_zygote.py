@@ -5,7 +5,11 @@ starts this way, and answers real clients)."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -48,17 +52,43 @@ def test_exit_codes_are_the_interpreters(code: object, expected: int,
         assert code in capsys.readouterr().err  # printed, as `sys.exit("...")` prints it
 
 
-def test_run_executes_the_module_as_main(tmp_path: object, capsys: pytest.CaptureFixture[str],
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+MAIN_PROBE = """
+import json, sys
+print(json.dumps({"name": __name__, "spec": __spec__.name, "package": __package__,
+                  "file": __file__, "argv": sys.argv, "main": sys.modules["__main__"].__dict__ is globals()}))
+"""
+
+
+@pytest.mark.parametrize("layout", ["module", "package"])
+def test_run_executes_the_module_as_python_dash_m_does(layout: str, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     import atexit
     import threading
 
+    if layout == "module":
+        (tmp_path / "probe_mod.py").write_text(MAIN_PROBE)
+        name = "probe_mod"
+    else:
+        (tmp_path / "probe_pkg").mkdir()
+        (tmp_path / "probe_pkg" / "__init__.py").write_text("")
+        (tmp_path / "probe_pkg" / "__main__.py").write_text(MAIN_PROBE)
+        name = "probe_pkg"
+    argv = [sys.executable, "-m", name, "--flag", "x"]
+    real = subprocess.run(argv, capture_output=True, text=True, check=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path)}).stdout
+    monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(sys, "argv", list(sys.argv))  # _run sets it, as a child would
+    monkeypatch.setitem(sys.modules, "__main__", sys.modules["__main__"])
     monkeypatch.setattr(threading, "_shutdown", lambda: None)
     monkeypatch.setattr(atexit, "_run_exitfuncs", lambda: None)
-    code = zygote._run([sys.executable, "-m", "json.tool", "--help"])
-    assert code == 0
-    assert "json.tool" in capsys.readouterr().out  # argparse's prog comes from sys.argv[0]
+    assert zygote._run(zygote.entry_of(name), argv) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(real)
+
+
+def test_a_module_that_cannot_be_found_is_an_import_error() -> None:
+    with pytest.raises(ImportError, match="no_such_module_here"):
+        zygote.entry_of("no_such_module_here")
 
 
 def test_a_foreign_command_starts_afresh_and_needs_no_zygote(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -74,7 +104,7 @@ def test_a_zygote_that_is_gone_falls_back_to_a_fresh_process(monkeypatch: pytest
         def alive(self) -> bool:
             return True
 
-        def spawn(self, *a: object, **k: object) -> None:
+        def spawn_many(self, *a: object, **k: object) -> None:
             raise zygote.ZygoteGone("broken pipe")
 
     started: list[str] = []
@@ -82,3 +112,22 @@ def test_a_zygote_that_is_gone_falls_back_to_a_fresh_process(monkeypatch: pytest
     monkeypatch.setattr(zygote.processes, "spawn", lambda name, *a, **k: started.append(name))
     zygote.spawn("dns", "nl-x-fabric", [sys.executable, "-m", "netlab.dataplane.dns"], "/tmp/log")
     assert started == ["dns"]
+
+
+def test_spawn_many_keeps_order_and_batches_only_runs_of_forkable_commands(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    py = sys.executable
+    batches: list[list[str]] = []
+
+    def forked(starts: list[zygote.Start]) -> list[str]:
+        batches.append([s.name for s in starts])
+        return [f"forked {s.name}" for s in starts]
+
+    monkeypatch.setattr(zygote, "_forked", forked)
+    monkeypatch.setattr(zygote, "_fresh", lambda s: f"fresh {s.name}")
+    app = [py, "-m", "netlab.dataplane.apps", "http-echo", "--port", "80"]
+    starts = [zygote.Start(f"p{i}", "ns", app, "/tmp/log") for i in range(zygote.BATCH + 2)]
+    starts.insert(1, zygote.Start("socat", "ns", ["/usr/bin/socat", "-"], "/tmp/log"))
+    got = zygote.spawn_many(starts)
+    assert got == [("fresh " if s.name == "socat" else "forked ") + s.name for s in starts]
+    assert [len(b) for b in batches] == [1, zygote.BATCH, 1]  # split at the foreign one, then by size

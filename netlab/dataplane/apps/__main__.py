@@ -12,36 +12,14 @@ import socket
 import sys
 from typing import Sequence
 
-IMAGES = ("http-echo", "tcp-echo", "reverse-proxy", "sleep")
+from netlab.dataplane.apps._cli import parser
+
 # What netlab's process zygote (netlab/kernel/zygote.py) imports once, before it forks
 # each pod's app: every image's module, so no forked app imports anything at start.
-PRELOAD = ("netlab.dataplane.apps._serve", "netlab.dataplane.apps.http_echo",
-           "netlab.dataplane.apps.tcp_echo", "netlab.dataplane.apps.reverse_proxy")
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m netlab.dataplane.apps",
-                                description="netlab built-in workload images (docs/apps.md)")
-    sub = p.add_subparsers(dest="image", required=True, metavar="IMAGE")
-
-    def common(sp: argparse.ArgumentParser, many: bool) -> None:
-        sp.add_argument("--port", type=int, required=True, action="append" if many else None,
-                        help="port to listen on" + (" (repeatable)" if many else ""))
-        sp.add_argument("--listen", default="0.0.0.0", help="bind address (default 0.0.0.0)")
-
-    sp = sub.add_parser("http-echo", help="HTTP/1.1 echo: 200 + JSON of the request")
-    common(sp, many=True)
-    sp.add_argument("--name", default=None, help="server name in replies (default: hostname)")
-    sp = sub.add_parser("tcp-echo", help="echo bytes back; close after the client's FIN")
-    common(sp, many=True)
-    sp.add_argument("--prefix", default="", help="text put before every reply chunk")
-    sp = sub.add_parser("reverse-proxy", help="Go-style single-host reverse proxy")
-    common(sp, many=True)
-    sp.add_argument("--upstream", required=True, help="http://HOST:PORT[/path]")
-    sp.add_argument("--rewrite-host-header-to", default=None, metavar="HOST",
-                    help="send this Host upstream instead of the incoming one")
-    sub.add_parser("sleep", help="no server: wait for SIGTERM (idle client pod)")
-    return p
+# `_cli` and `http_echo` also define `warm()`, which the zygote runs once before forking.
+PRELOAD = ("netlab.dataplane.apps._cli", "netlab.dataplane.apps._serve",
+           "netlab.dataplane.apps.http_echo", "netlab.dataplane.apps.tcp_echo",
+           "netlab.dataplane.apps.reverse_proxy")
 
 
 async def _start(args: argparse.Namespace) -> None:

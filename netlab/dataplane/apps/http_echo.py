@@ -50,3 +50,32 @@ async def serve(ports: list[int], name: str, host: str = "0.0.0.0") -> Listeners
     listeners = Listeners()
     await listeners.listen(handler(name), host, ports)
     return listeners
+
+
+def warm() -> None:
+    """For the process zygote: serve two requests on loopback, as a pod's server will.
+
+    Python 3.11 specialises bytecode in place as it runs and counts references in the
+    objects themselves, so the first request in each forked server would write to
+    pages of asyncio, h11 and this module that it shares with the zygote: 1.2 MiB per
+    server, measured. Served once before the fork, those writes happen once. The
+    zygote runs this in a scratch network namespace of its own, with its output
+    going nowhere (kernel/zygote.py, `_warm`).
+    """
+    async def rehearse() -> None:
+        listeners = await serve([0], "warm", "127.0.0.1")
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", listeners.port())
+            for close in (False, True):  # one kept-alive request, then one that closes
+                writer.write(b"GET / HTTP/1.1\r\nHost: warm\r\n"
+                             + (b"Connection: close\r\n" if close else b"") + b"\r\n")
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+                await reader.readexactly(length)
+            await reader.read()  # the server's FIN
+            writer.close()
+            await writer.wait_closed()
+        finally:
+            await listeners.close()
+
+    asyncio.run(rehearse())
