@@ -59,6 +59,7 @@ class Applier:
         self._progress = progress
         self.sockets: dict[str, IPRoute] = {}
         self._ifindex: dict[tuple[str, str], int] = {}
+        self._next_index: dict[str, int] = {}  # per namespace: the next ifindex to give
         self._ready: dict[str, ReadyPipe] = {}  # process name -> its ready pipe
         self._restart: list[processes.RestartSpec] = []  # how the supervisor starts each again
         self._rules_pool: ThreadPoolExecutor | None = None
@@ -114,26 +115,30 @@ class Applier:
         self.progress("namespaces", len(names), len(names))
 
     def _links(self, state: DesiredState) -> None:
+        # Every link gets its ifindex chosen here (`_new_index`) and its bridge named in
+        # the create request: a veth is then two requests (create, peer up) instead of
+        # five with the lookups by name and the separate enslave (issue 16's profile).
         for br in state.bridges:
-            ipr = self.sockets[br.netns]
-            ipr.link("add", ifname=br.name, kind="bridge")
+            index = self._new_index(br.netns, br.name)
+            self.sockets[br.netns].link("add", ifname=br.name, kind="bridge", index=index)
             self._up(br.netns, br.name)
         for i, v in enumerate(state.veths):
             self.checkpoint()
             ipr = self.sockets[v.netns]
-            peer: dict = {"ifname": v.peer_name}
+            peer: dict = {"ifname": v.peer_name, "index": self._new_index(v.peer_netns, v.peer_name)}
             if v.peer_mac:
                 peer["address"] = v.peer_mac
+            kw: dict = {"address": v.mac} if v.mac else {}
+            if v.master:
+                kw["master"] = self._index(v.netns, v.master)
             fd = os.open(nsmod.path(v.peer_netns), os.O_RDONLY)
             try:
                 peer["net_ns_fd"] = fd
-                kw = {"address": v.mac} if v.mac else {}
                 # The local end comes up with the create; the kernel ignores IFF_UP for the peer.
-                ipr.link("add", ifname=v.name, kind="veth", state="up", peer=peer, **kw)
+                ipr.link("add", ifname=v.name, kind="veth", state="up", peer=peer,
+                         index=self._new_index(v.netns, v.name), **kw)
             finally:
                 os.close(fd)
-            if v.master:
-                ipr.link("set", index=self._index(v.netns, v.name), master=self._index(v.netns, v.master))
             self._up(v.peer_netns, v.peer_name)
             if i % 20 == 0:
                 self.progress("links", i + 1, len(state.veths))
@@ -297,6 +302,17 @@ class Applier:
                 self._ifindex[key] = self.sockets[netns].link("get", ifname=ifname)[0]["index"]
             except NetlinkError as e:
                 raise KernelError(f"no interface {ifname} in {netns}") from e
+        return self._ifindex[key]
+
+    def _new_index(self, netns: str, ifname: str) -> int:
+        """The ifindex the link about to be made in `netns` gets (and is then known by).
+
+        The namespaces are the lab's own and fresh, with `lo` at 1 and no link but those
+        made here, so counting from 2 per namespace never meets an index in use."""
+        key = (netns, ifname)
+        if key not in self._ifindex:
+            self._ifindex[key] = self._next_index.get(netns, LOOPBACK_IFINDEX + 1)
+            self._next_index[netns] = self._ifindex[key] + 1
         return self._ifindex[key]
 
     def _up(self, netns: str, ifname: str) -> None:
