@@ -25,6 +25,16 @@ INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
 class NetlabGroup(click.Group):
     """Turn every NetlabError into one plain message and a non-zero exit, never a traceback."""
 
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        # Parsing runs eager options such as --version here, outside `invoke`; click would
+        # turn a Ctrl-C in it into "Aborted!" and exit code 1, not the documented 130.
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except KeyboardInterrupt:
+            err().print("interrupted")
+            sys.exit(INTERRUPTED)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)

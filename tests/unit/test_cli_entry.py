@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import NETLAB
 
 BOOM = """
@@ -75,3 +77,20 @@ def test_ctrl_c_while_importing_prints_no_traceback() -> None:
         assert proc.returncode in (0, 130, -signal.SIGINT), (proc.returncode, err)
         outcomes.add(proc.returncode)
     assert 130 in outcomes, "no signal landed during the imports: the test did not test them"
+
+
+def test_ctrl_c_while_click_parses_is_130_not_clicks_aborted() -> None:
+    """An eager option (`--version`) runs while click parses, outside any command; click
+    itself would print "Aborted!" and exit 1 for a Ctrl-C there."""
+    import click
+
+    from netlab.cli.app import NetlabGroup
+
+    def boom(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+        if value:
+            raise KeyboardInterrupt
+
+    group = NetlabGroup(params=[click.Option(["--boom"], is_flag=True, is_eager=True, callback=boom)])
+    with pytest.raises(SystemExit) as exited:
+        group.main(["--boom"], prog_name="netlab")
+    assert exited.value.code == 130
