@@ -9,10 +9,7 @@ with the zygote; built once here, before the fork (`warm`), they stay shared.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import functools
-
-IMAGES = ("http-echo", "tcp-echo", "reverse-proxy", "sleep")
 
 
 @functools.cache
@@ -42,6 +39,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def warm() -> None:
-    """For the zygote: build the parser and run one event loop, as every child will."""
+    """For the zygote: build the parser and parse once, as every child will (the event
+    loop is warmed by http_echo.warm)."""
     parser().parse_args(["http-echo", "--port", "1"])
-    asyncio.run(asyncio.sleep(0))
