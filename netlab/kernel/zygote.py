@@ -37,16 +37,16 @@ early. Why a batch: see the comment in `serve`.
 A module may name more modules to import ahead of the fork in a `PRELOAD` tuple in
 its `__main__` (the built-in apps import their image's module only after parsing
 arguments, to start fast as a fresh interpreter). A module so named may define
-`warm()`, which the zygote runs once after importing it (in a scratch network
-namespace, `_warm`). Why: CPython 3.11 keeps
-reference counts in the objects and specialises bytecode in place as it runs, so the
-first use of shared code in each child copies the pages it writes. Building the apps'
-argument parser, running an event loop and answering one HTTP request in the zygote
-does those writes once. What each child still owns is mostly reference counts it
-writes as it runs (CPython 3.11 has no immortal objects) and its own allocations.
-Measured by `netlab bench topology --mesh ambient --servers 100` after every server
-has answered once: 7.3 MiB PSS per echo server before the warm-ups, the compiled
-entry (`MainCode`), the environment diff (`_child`) and the batches (`serve`); 5.5 after.
+`warm()`, which the zygote runs once after importing it (on a thread of its own, in a
+scratch network namespace: `_warm`). Why: CPython 3.11 keeps reference counts in the
+objects and specialises bytecode in place as it runs, so the first use of shared code in
+each child copies the pages it writes. Building the apps' argument parser and serving
+two loopback requests in the zygote does those writes once. What each child still owns
+is mostly reference counts it writes as it runs (CPython 3.11 has no immortal objects)
+and its own allocations. Measured by `netlab bench topology --mesh ambient --servers
+100` after every server has answered once: 7.3 MiB PSS per echo server before the
+warm-ups, the compiled entry (`MainCode`), the environment diff (`_child`) and the
+batches (`serve`); 5.4-5.5 MiB after (docs/apps.md).
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ import contextlib
 import dataclasses
 import gc
 import importlib
-import io
 import importlib.util
+import io
 import json
 import os
 import socket
