@@ -307,12 +307,16 @@ class Applier:
     def _new_index(self, netns: str, ifname: str) -> int:
         """The ifindex the link about to be made in `netns` gets (and is then known by).
 
-        The namespaces are the lab's own and fresh, with `lo` at 1 and no link but those
-        made here, so counting from 2 per namespace never meets an index in use."""
+        The namespaces are the lab's own and fresh, and only this applier makes links in
+        them, so counting up from the highest index there never meets one in use. That
+        is asked once per namespace: a fresh one has `lo` at 1, and also the fallback
+        tunnels (tunl0, sit0, ...) when their modules are loaded on the host."""
         key = (netns, ifname)
         if key not in self._ifindex:
-            self._ifindex[key] = self._next_index.get(netns, LOOPBACK_IFINDEX + 1)
-            self._next_index[netns] = self._ifindex[key] + 1
+            if netns not in self._next_index:
+                self._next_index[netns] = max(link["index"] for link in self.sockets[netns].get_links()) + 1
+            self._ifindex[key] = self._next_index[netns]
+            self._next_index[netns] += 1
         return self._ifindex[key]
 
     def _up(self, netns: str, ifname: str) -> None:
