@@ -55,8 +55,11 @@ def progress_bars() -> tuple[Progress, Callable[[str, int, int], None]]:
     tasks: dict[str, Any] = {}
 
     def update(step: str, done: int, total: int) -> None:
-        if step not in tasks:
-            tasks[step] = prog.add_task(step, total=total)
-        prog.update(tasks[step], completed=done, total=total)
+        # "step: detail" (e.g. "ready: app/monitoring/prometheus-0/prometheus") updates the
+        # step's one bar and shows what it is on now.
+        key = step.partition(": ")[0]
+        if key not in tasks:
+            tasks[key] = prog.add_task(step, total=total)
+        prog.update(tasks[key], completed=done, total=total, description=step)
 
     return prog, update

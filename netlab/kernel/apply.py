@@ -226,13 +226,16 @@ class Applier:
             # recorded lives in a lab namespace, where teardown finds it (destroy).
             self.record.save()
         self.progress("processes", len(state.processes), len(state.processes))
-        for spec, rec in zip(state.processes, self.record.processes):
+        total = len(state.processes)
+        for i, (spec, rec) in enumerate(zip(state.processes, self.record.processes)):
+            # Named, so a slow one shows (a lab's Prometheus takes ~6 s: docs/prometheus.md).
+            self.progress(f"ready: {spec.name}", i, total)
             pipe = self._ready.pop(spec.name, None)
             if pipe is not None:
                 wait_signalled(pipe, rec, timeout, self.guard)
             for check in spec.ready:
                 wait_ready(check, rec.pid, rec.log, timeout, self.checkpoint)
-        self.progress("ready", 1, 1)
+        self.progress("ready", total, total)
 
     def _prepare(self, spec: ProcessSpec, logs: str) -> zygote.Start:
         """Its files written and its restart spec noted: what starting one process
