@@ -98,7 +98,11 @@ def run_instance(lab: Lab, variant_names: list[str], keep: bool = False,
             progress(f"{variant.name}: building lab instance {name}")
             built = replace(lab.model(variant, base), name=name)
             t = time.perf_counter()
-            lifecycle.up(built)  # rolls back and raises Interrupted on a signal
+
+            def building(step: str, done: int, total: int) -> None:  # what `up` is on now
+                progress(f"{variant.name}: building lab instance {name}: {step} ({done}/{total})")
+
+            lifecycle.up(built, building)  # rolls back and raises Interrupted on a signal
             t = lap("build", t)
             guard.check()
             evidence = lab.traffic(Context(name, variant, progress))

@@ -206,7 +206,7 @@ def test_variants_sharing_an_instance_are_built_once_and_judged_each(monkeypatch
 
     built: list[str] = []
     torn: list[str] = []
-    monkeypatch.setattr(runner.lifecycle, "up", lambda lab: built.append(lab.name))
+    monkeypatch.setattr(runner.lifecycle, "up", lambda lab, progress=None: built.append(lab.name))
     monkeypatch.setattr(runner, "teardown", lambda name: torn.append(name))
     monkeypatch.setattr(runner, "Context", lambda name, variant, progress: name)
 
@@ -275,7 +275,7 @@ def test_warm_runs_beside_the_first_build_and_its_failure_is_not_the_runs(
 
     from netlab.labs import runner
 
-    monkeypatch.setattr(runner.lifecycle, "up", lambda lab: None)
+    monkeypatch.setattr(runner.lifecycle, "up", lambda lab, progress=None: None)
     monkeypatch.setattr(runner, "teardown", lambda name: None)
     monkeypatch.setattr(runner, "Context", lambda name, variant, progress: name)
     warmed: list[str] = []
