@@ -304,6 +304,7 @@ def run(mesh: str, servers: int, pods: int, nodes: int, runs: int, vs_mininet: b
     why = mesh_unavailable(mesh)
     if why:
         raise BenchError(why)
+    mesh_lab("check", mesh, servers, pods, nodes)  # a size that cannot be built fails here, not after the warm-up
     cold = warm_up(mesh, nodes, say)
     labs: list[LabRun] = []
     floors: list[tuple[float, float]] = []

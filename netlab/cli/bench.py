@@ -26,12 +26,13 @@ def bench() -> None:
 @bench.command("topology")
 @click.option("--mesh", type=click.Choice(["ambient", "sidecar", "none"]), default="ambient",
               show_default=True, help="The mesh the 5 bench namespaces are enrolled in.")
-@click.option("--servers", default=100, show_default=True,
+@click.option("--servers", default=100, show_default=True, type=click.IntRange(min=0),
               help="netlab/http-echo pods behind one Service per namespace.")
-@click.option("--pods", default=200, show_default=True,
+@click.option("--pods", default=200, show_default=True, type=click.IntRange(min=1),
               help="All pods: the servers, one client pod, and idle pods for the rest.")
-@click.option("--nodes", default=4, show_default=True)
-@click.option("--runs", default=1, show_default=True, help="Repeat and report the median.")
+@click.option("--nodes", default=4, show_default=True, type=click.IntRange(min=1))
+@click.option("--runs", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Repeat and report the median.")
 @click.option("--vs-mininet", is_flag=True, help="Also time Mininet with PODS plain hosts.")
 @click.option("--curve", is_flag=True,
               help="Instead: up, down and cost per pod at 50, 100, 200, 500 and 1,000 pods.")
