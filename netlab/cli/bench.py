@@ -104,8 +104,10 @@ def _print_curve(r: dict) -> None:
 
 
 @bench.command("hbone")
-@click.option("--seconds", default=5, show_default=True, help="Duration of each throughput run.")
-@click.option("--connections", default=300, show_default=True, help="Connections for the latency run.")
+@click.option("--seconds", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Duration of each throughput run.")
+@click.option("--connections", default=300, show_default=True, type=click.IntRange(min=1),
+              help="Connections for the latency run.")
 @click.option("--istio", "version", default="1.24+", type=click.Choice(["1.23", "1.24+"]), show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def hbone(seconds: int, connections: int, version: str, as_json: bool) -> None:
@@ -142,13 +144,17 @@ def hbone(seconds: int, connections: int, version: str, as_json: bool) -> None:
 
 
 @bench.command("sidecar")
-@click.option("--seconds", default=5, show_default=True, help="Duration of each wrk (maximum rate) run.")
-@click.option("--connections", default=10, show_default=True, help="wrk's connections (one thread).")
-@click.option("--rate", default=500, show_default=True, help="Requests/s of the fixed-rate run.")
-@click.option("--rate-seconds", default=5, show_default=True, help="Duration of each fixed-rate run.")
-@click.option("--paced-connections", default=4, show_default=True,
+@click.option("--seconds", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Duration of each wrk (maximum rate) run.")
+@click.option("--connections", default=10, show_default=True, type=click.IntRange(min=1),
+              help="wrk's connections (one thread).")
+@click.option("--rate", default=500, show_default=True, type=click.IntRange(min=1),
+              help="Requests/s of the fixed-rate run.")
+@click.option("--rate-seconds", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Duration of each fixed-rate run.")
+@click.option("--paced-connections", default=4, show_default=True, type=click.IntRange(min=1),
               help="Keep-alive connections of the fixed-rate client.")
-@click.option("--rounds", default=3, show_default=True,
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1),
               help="Fixed-rate runs per path, interleaved over the paths; medians are reported.")
 @click.option("--json", "as_json", is_flag=True)
 def sidecar(seconds: int, connections: int, rate: int, rate_seconds: int, paced_connections: int,
@@ -193,9 +199,11 @@ def sidecar(seconds: int, connections: int, rate: int, rate_seconds: int, paced_
 
 
 @bench.command("waypoint")
-@click.option("--seconds", default=4, show_default=True, help="Duration of each wrk run.")
-@click.option("--connections", default=10, show_default=True, help="wrk's connections (one thread).")
-@click.option("--rounds", default=3, show_default=True,
+@click.option("--seconds", default=4, show_default=True, type=click.IntRange(min=1),
+              help="Duration of each wrk run.")
+@click.option("--connections", default=10, show_default=True, type=click.IntRange(min=1),
+              help="wrk's connections (one thread).")
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1),
               help="wrk runs per path, interleaved over the paths; medians are reported.")
 @click.option("--json", "as_json", is_flag=True)
 def waypoint(seconds: int, connections: int, rounds: int, as_json: bool) -> None:
@@ -225,11 +233,11 @@ def waypoint(seconds: int, connections: int, rounds: int, as_json: bool) -> None
 
 
 @bench.command("trace")
-@click.option("--connections", default=2000, show_default=True,
+@click.option("--connections", default=2000, show_default=True, type=click.IntRange(min=1),
               help="Connections per measurement (sequential for the rate runs).")
-@click.option("--rate", default=2000, show_default=True,
+@click.option("--rate", default=2000, show_default=True, type=click.IntRange(min=1),
               help="Target connections/s of the paced run under tracing.")
-@click.option("--rounds", default=5, show_default=True,
+@click.option("--rounds", default=5, show_default=True, type=click.IntRange(min=1),
               help="Interleaved untraced/traced pairs; the overhead compares medians.")
 @click.option("--json", "as_json", is_flag=True)
 def trace(connections: int, rate: int, rounds: int, as_json: bool) -> None:
