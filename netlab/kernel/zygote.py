@@ -82,6 +82,7 @@ MAX_MESSAGE = 1 << 20
 # Processes per request. Their ready pipes travel as SCM_RIGHTS fds (the kernel takes at
 # most 253 in one message), and the request stays well under the socket's buffer.
 BATCH = 64
+WARM_TIMEOUT = 10.0  # seconds for one module's warm(), after which the zygote goes on
 
 
 def eligible(argv: Sequence[str], python: str = sys.executable) -> bool:
@@ -314,9 +315,9 @@ def _warm(module: Any) -> None:
             pass
 
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        thread = threading.Thread(target=scratch, name=f"warm {module.__name__}")
+        thread = threading.Thread(target=scratch, name=f"warm {module.__name__}", daemon=True)
         thread.start()
-        thread.join()
+        thread.join(WARM_TIMEOUT)  # a warm-up is only a cache: never wait on one for long
 
 
 def _exit_code(e: SystemExit) -> int:

@@ -52,6 +52,9 @@ async def serve(ports: list[int], name: str, host: str = "0.0.0.0") -> Listeners
     return listeners
 
 
+WARM_TIMEOUT = 5.0  # seconds: a rehearsal that hangs must not hold up the zygote
+
+
 def warm() -> None:
     """For the process zygote: serve two requests on loopback, as a pod's server will.
 
@@ -78,4 +81,4 @@ def warm() -> None:
         finally:
             await listeners.close()
 
-    asyncio.run(rehearse())
+    asyncio.run(asyncio.wait_for(rehearse(), WARM_TIMEOUT))
