@@ -44,3 +44,17 @@ def test_a_failing_warm_is_not_the_zygotes() -> None:
         raise RuntimeError("boom")
 
     zygote._warm(types.SimpleNamespace(__name__="probe", warm=warm))  # no exception
+
+
+def test_a_warm_that_hangs_is_left_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    release = threading.Event()
+    monkeypatch.setattr(zygote, "WARM_TIMEOUT", 0.2)
+    started = time.monotonic()
+    zygote._warm(types.SimpleNamespace(__name__="probe", warm=lambda: release.wait(30)))
+    try:
+        assert time.monotonic() - started < 10  # went on without it (it waits up to 30 s)
+    finally:
+        release.set()
