@@ -222,12 +222,30 @@ class ProxySnapshot:
 # -- JSON by field name ------------------------------------------------------------------
 
 
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
 def to_dict(obj: Any) -> Any:
-    return dataclasses.asdict(obj)
+    """`dataclasses.asdict` for this data, without its deep copies (every leaf here is an
+    immutable str, number, bool or None): a 200-pod sidecar mesh plans 200 snapshots of
+    ~140 KiB each, and asdict plus an indented dump took most of `up`'s planning."""
+    cls = type(obj)
+    names = _FIELDS.get(cls)
+    if names is None and dataclasses.is_dataclass(cls):
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    if names is not None:
+        return {n: to_dict(getattr(obj, n)) for n in names}
+    if cls is list or cls is tuple:
+        return [to_dict(v) for v in obj]
+    if cls is dict:
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
 
 
 def to_json(obj: Any) -> str:
-    return json.dumps(to_dict(obj), indent=1, sort_keys=False)
+    """Compact, so the C encoder writes it (an indented dump is Python's own, ~10x slower);
+    `netlab proxy-config` and `ztunnel-config` are how a person reads these."""
+    return json.dumps(to_dict(obj), separators=(",", ":"))
 
 
 def from_json(cls: type[T], text: str) -> T:
