@@ -188,6 +188,9 @@ class PrometheusSpec:
 
     enabled: bool = False
     scrape_interval: str = "1s"  # a Prometheus duration; short, so labs wait seconds, not minutes
+    # `up` waits until every target has been scraped once, so traffic sent after `up` has
+    # a sample before it (what rate() needs). Off: ready once /-/ready answers, ~5 s sooner.
+    wait_for_targets: bool = True
 
 
 @dataclass

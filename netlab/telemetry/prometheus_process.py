@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", required=True)
     ap.add_argument("--storage", required=True)
     ap.add_argument("--listen", required=True, help="ip:port for --web.listen-address")
+    ap.add_argument("--no-wait-for-targets", dest="wait_for_targets", action="store_false",
+                    help="ready once /-/ready answers, before the first scrapes (spec.prometheus.waitForTargets)")
     ap.add_argument("extra", nargs="*", help="after --: more flags for Prometheus (a pod's args:)")
     args = ap.parse_args(argv)
     if not os.access(args.binary, os.X_OK):
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                               f"--web.listen-address={args.listen}", *args.extra],
                              stdin=subprocess.DEVNULL, stdout=sys.stdout, stderr=sys.stderr)
     port = int(args.listen.rsplit(":", 1)[1])
-    targets = _target_count(args.config)
+    targets = _target_count(args.config) if args.wait_for_targets else 0
     deadline = time.monotonic() + READY_TIMEOUT
     delay = 0.02
     while not _ready(port, targets):

@@ -57,7 +57,8 @@ class LabHeader:
         """`spec.prometheus`, already checked by the schema when the header was parsed."""
         raw = self.doc.data["spec"].get("prometheus") or {}
         return PrometheusSpec(enabled=bool(raw.get("enabled", False)),
-                              scrape_interval=str(raw.get("scrapeInterval", "1s")))
+                              scrape_interval=str(raw.get("scrapeInterval", "1s")),
+                              wait_for_targets=bool(raw.get("waitForTargets", True)))
 
 
 def parse_lab(doc: Document) -> LabHeader:

@@ -144,3 +144,27 @@ def test_sidecars_are_scraped_with_their_pod_labels() -> None:
         assert sc["labels"]["__meta_kubernetes_pod_annotation_prometheus_io_path"] == "/stats/prometheus"
         if "app" in pod.labels:
             assert sc["labels"]["__meta_kubernetes_pod_label_app"] == pod.labels["app"]
+
+
+def _with_prometheus_spec(tmp_path: Path, spec: str) -> Path:
+    text = TOPO.read_text()
+    lab_doc = text.index("kind: Lab")
+    at = text.index("\nspec:\n", lab_doc) + len("\nspec:\n")
+    path = tmp_path / "lab.yaml"
+    path.write_text(text[:at] + f"  prometheus: {spec}\n" + text[at:])
+    return path
+
+
+def test_up_waits_for_every_target_unless_the_lab_says_not_to(tmp_path: Path) -> None:
+    def argv(lab):  # type: ignore[no-untyped-def]
+        return next(p.argv for p in plan(lab).processes if p.name == prometheus.NAME)
+
+    default = topology.load([_with_prometheus_spec(tmp_path, "{enabled: true}")])
+    assert default.prometheus.wait_for_targets and "--no-wait-for-targets" not in argv(default)
+    off = topology.load([_with_prometheus_spec(tmp_path, "{enabled: true, waitForTargets: false}")])
+    assert not off.prometheus.wait_for_targets and "--no-wait-for-targets" in argv(off)
+
+
+def test_wait_for_targets_is_a_boolean_as_the_schema_says(tmp_path: Path) -> None:
+    with pytest.raises(NetlabError, match="waitForTargets"):
+        topology.load([_with_prometheus_spec(tmp_path, '{enabled: true, waitForTargets: "no"}')])

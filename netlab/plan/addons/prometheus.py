@@ -121,7 +121,8 @@ def plan(ctx: PlanContext) -> None:
     state.processes.append(ProcessSpec(
         name=NAME, netns=fabric,
         argv=(ctx.options.python, "-m", "netlab.telemetry.prometheus_process", "--binary", BINARY,
-              "--config", "{config}", "--storage", storage_dir(lab.name), "--listen", listen),
+              "--config", "{config}", "--storage", storage_dir(lab.name), "--listen", listen,
+              *(() if lab.prometheus.wait_for_targets else ("--no-wait-for-targets",))),
         # The launcher says ready once Prometheus answers /-/ready; the listener check
         # stays as a second, kernel-side witness.
         signals_ready=True, ready=(ReadyCheck(fabric, mesh.PROMETHEUS_PORT),),
