@@ -131,3 +131,63 @@ def test_spawn_many_keeps_order_and_batches_only_runs_of_forkable_commands(
     got = zygote.spawn_many(starts)
     assert got == [("fresh " if s.name == "socat" else "forked ") + s.name for s in starts]
     assert [len(b) for b in batches] == [1, zygote.BATCH, 1]  # split at the foreign one, then by size
+
+
+class _FakeZygote(zygote.Zygote):
+    """The starter's half over a real socketpair, with a scripted zygote on the other end."""
+
+    def __init__(self, answer: dict[str, object]) -> None:  # no process: the test answers
+        import socket
+        import threading
+
+        self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._lock = threading.Lock()
+        self.requests: list[dict[str, object]] = []
+        self.fds: list[int] = []
+
+        def reply() -> None:
+            msg, fds, _, _ = socket.recv_fds(theirs, zygote.MAX_MESSAGE, zygote.BATCH)
+            self.requests.append(json.loads(msg))
+            self.fds = fds
+            for fd in fds:
+                os.close(fd)
+            theirs.send(json.dumps(answer).encode())
+            theirs.close()
+
+        threading.Thread(target=reply, daemon=True).start()
+
+    @property
+    def pid(self) -> int:
+        return 0
+
+
+def _starts(n: int, ready: bool) -> list[zygote.Start]:
+    from netlab.readiness import ReadyPipe
+
+    argv = [sys.executable, "-m", "netlab.dataplane.apps", "http-echo", "--port", "80"]
+    return [zygote.Start(f"p{i}", "ns", argv, f"/tmp/log{i}", env={"X": str(i)},
+                         ready=ReadyPipe() if ready else None) for i in range(n)]
+
+
+def test_one_request_carries_the_batch_and_its_ready_pipes_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(zygote.processes, "starttime", lambda pid: 1)
+    z = _FakeZygote({"pids": [101, 102, 103]})
+    starts = _starts(3, ready=True)
+    records = z.spawn_many(starts)
+    assert [(r.name, r.pid) for r in records] == [("p0", 101), ("p1", 102), ("p2", 103)]
+    (request,) = z.requests
+    assert [b["log"] for b in request["batch"]] == ["/tmp/log0", "/tmp/log1", "/tmp/log2"]  # type: ignore[index]
+    assert [b["env"] for b in request["batch"]] == [{"X": "0"}, {"X": "1"}, {"X": "2"}]  # type: ignore[index]
+    assert request["env"] == dict(os.environ) and len(z.fds) == 3
+    assert all(s.ready is not None and s.ready.pass_fds() == (-1,) for s in starts)  # write ends closed here
+
+
+def test_a_batch_that_stopped_early_names_the_first_process_not_started(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(zygote.processes, "starttime", lambda pid: 1)
+    z = _FakeZygote({"pids": [101], "error": "fork: Resource temporarily unavailable"})
+    starts = _starts(3, ready=True)
+    with pytest.raises(zygote.KernelError, match="could not start p1: fork: Resource"):
+        z.spawn_many(starts)
+    assert starts[0].ready is not None and starts[0].ready.pass_fds() == (-1,)  # p0 was forked
+    assert starts[1].ready is not None and starts[1].ready.pass_fds() != (-1,)  # p1 was not
