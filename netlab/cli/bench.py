@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any, Callable, TypeVar
 
 import click
 from rich.markup import escape
@@ -18,6 +19,15 @@ def _say(msg: str) -> None:
     err().print(escape(msg), highlight=False)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _positive(name: str, default: int, help: str | None = None) -> Callable[[F], F]:
+    """A count or a duration: 1 or more, refused as a usage error before anything runs
+    (`bench hbone --seconds 0` once reached iperf3 as "run for ever")."""
+    return click.option(name, default=default, show_default=True, type=click.IntRange(min=1), help=help)
+
+
 @click.group()
 def bench() -> None:
     """Benchmarks: figures side by side with a baseline measured in the same run."""
@@ -28,11 +38,9 @@ def bench() -> None:
               show_default=True, help="The mesh the 5 bench namespaces are enrolled in.")
 @click.option("--servers", default=100, show_default=True, type=click.IntRange(min=0),
               help="netlab/http-echo pods behind one Service per namespace.")
-@click.option("--pods", default=200, show_default=True, type=click.IntRange(min=1),
-              help="All pods: the servers, one client pod, and idle pods for the rest.")
-@click.option("--nodes", default=4, show_default=True, type=click.IntRange(min=1))
-@click.option("--runs", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Repeat and report the median.")
+@_positive("--pods", 200, "All pods: the servers, one client pod, and idle pods for the rest.")
+@_positive("--nodes", 4)
+@_positive("--runs", 1, "Repeat and report the median.")
 @click.option("--vs-mininet", is_flag=True, help="Also time Mininet with PODS plain hosts.")
 @click.option("--curve", is_flag=True,
               help="Instead: up, down and cost per pod at 50, 100, 200, 500 and 1,000 pods.")
@@ -104,10 +112,8 @@ def _print_curve(r: dict) -> None:
 
 
 @bench.command("hbone")
-@click.option("--seconds", default=5, show_default=True, type=click.IntRange(min=1),
-              help="Duration of each throughput run.")
-@click.option("--connections", default=300, show_default=True, type=click.IntRange(min=1),
-              help="Connections for the latency run.")
+@_positive("--seconds", 5, "Duration of each throughput run.")
+@_positive("--connections", 300, "Connections for the latency run.")
 @click.option("--istio", "version", default="1.24+", type=click.Choice(["1.23", "1.24+"]), show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def hbone(seconds: int, connections: int, version: str, as_json: bool) -> None:
@@ -144,18 +150,12 @@ def hbone(seconds: int, connections: int, version: str, as_json: bool) -> None:
 
 
 @bench.command("sidecar")
-@click.option("--seconds", default=5, show_default=True, type=click.IntRange(min=1),
-              help="Duration of each wrk (maximum rate) run.")
-@click.option("--connections", default=10, show_default=True, type=click.IntRange(min=1),
-              help="wrk's connections (one thread).")
-@click.option("--rate", default=500, show_default=True, type=click.IntRange(min=1),
-              help="Requests/s of the fixed-rate run.")
-@click.option("--rate-seconds", default=5, show_default=True, type=click.IntRange(min=1),
-              help="Duration of each fixed-rate run.")
-@click.option("--paced-connections", default=4, show_default=True, type=click.IntRange(min=1),
-              help="Keep-alive connections of the fixed-rate client.")
-@click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1),
-              help="Fixed-rate runs per path, interleaved over the paths; medians are reported.")
+@_positive("--seconds", 5, "Duration of each wrk (maximum rate) run.")
+@_positive("--connections", 10, "wrk's connections (one thread).")
+@_positive("--rate", 500, "Requests/s of the fixed-rate run.")
+@_positive("--rate-seconds", 5, "Duration of each fixed-rate run.")
+@_positive("--paced-connections", 4, "Keep-alive connections of the fixed-rate client.")
+@_positive("--rounds", 3, "Fixed-rate runs per path, interleaved over the paths; medians are reported.")
 @click.option("--json", "as_json", is_flag=True)
 def sidecar(seconds: int, connections: int, rate: int, rate_seconds: int, paced_connections: int,
             rounds: int, as_json: bool) -> None:
@@ -199,12 +199,9 @@ def sidecar(seconds: int, connections: int, rate: int, rate_seconds: int, paced_
 
 
 @bench.command("waypoint")
-@click.option("--seconds", default=4, show_default=True, type=click.IntRange(min=1),
-              help="Duration of each wrk run.")
-@click.option("--connections", default=10, show_default=True, type=click.IntRange(min=1),
-              help="wrk's connections (one thread).")
-@click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1),
-              help="wrk runs per path, interleaved over the paths; medians are reported.")
+@_positive("--seconds", 4, "Duration of each wrk run.")
+@_positive("--connections", 10, "wrk's connections (one thread).")
+@_positive("--rounds", 3, "wrk runs per path, interleaved over the paths; medians are reported.")
 @click.option("--json", "as_json", is_flag=True)
 def waypoint(seconds: int, connections: int, rounds: int, as_json: bool) -> None:
     """HTTP requests/s and p50/p99 (wrk) through ztunnel only and through a waypoint, beside
@@ -233,12 +230,9 @@ def waypoint(seconds: int, connections: int, rounds: int, as_json: bool) -> None
 
 
 @bench.command("trace")
-@click.option("--connections", default=2000, show_default=True, type=click.IntRange(min=1),
-              help="Connections per measurement (sequential for the rate runs).")
-@click.option("--rate", default=2000, show_default=True, type=click.IntRange(min=1),
-              help="Target connections/s of the paced run under tracing.")
-@click.option("--rounds", default=5, show_default=True, type=click.IntRange(min=1),
-              help="Interleaved untraced/traced pairs; the overhead compares medians.")
+@_positive("--connections", 2000, "Connections per measurement (sequential for the rate runs).")
+@_positive("--rate", 2000, "Target connections/s of the paced run under tracing.")
+@_positive("--rounds", 5, "Interleaved untraced/traced pairs; the overhead compares medians.")
 @click.option("--json", "as_json", is_flag=True)
 def trace(connections: int, rate: int, rounds: int, as_json: bool) -> None:
     """Tracer overhead: connection rate with and without bpf+conntrack; lost events
