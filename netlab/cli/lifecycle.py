@@ -26,8 +26,9 @@ from netlab.plan.addons import prometheus as prometheus_addon
 def up(files: tuple[str, ...], name: str | None, prometheus: bool) -> None:
     """Build the lab described by FILES (multi-document Kubernetes-shaped YAML).
 
-    SIGINT or SIGTERM at any moment, up to the exit itself, leaves nothing built and a
-    non-zero exit (130 or 143): see netlab.kernel.interrupts.
+    SIGINT or SIGTERM at any moment up to the commit (the success line printed, just
+    before the exit) leaves nothing built and a non-zero exit (130 or 143); one after it
+    no longer counts, so exit 0 always means the lab is up: see netlab.kernel.interrupts.
     """
     with interrupts.deferred() as guard:
         lab = topology.load(list(files), name_override=name)  # a bad file builds nothing
