@@ -13,7 +13,6 @@ Each pair gets two requests: a series is born with its first connection, and Kia
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from netlab import mesh
 from netlab.errors import NetlabError
 from netlab.kernel import query
 from netlab.labs import kiali_views as kv
-from netlab.labs.context import Context, Pod
+from netlab.labs.context import Context, Pod, poll_until
 from netlab.labs.framework import Evidence
 from netlab.observe.witness.wire import Wire
 from netlab.plan import naming
@@ -156,8 +155,8 @@ def _ztunnel_lines(ctx: Context, client: Pod, server: Pod, timeout: float = 5.0)
     deadline until it is there."""
     files = query.log_files(query.record_of(ctx.instance), f"ztunnel/{client['node']}")
     hbone_addr = f"{server['ip']}:{PORT}"
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def completed() -> list[dict[str, Any]]:
         lines = []
         for f in files:
             for raw in Path(f).read_text(errors="replace").splitlines():
@@ -166,10 +165,10 @@ def _ztunnel_lines(ctx: Context, client: Pod, server: Pod, timeout: float = 5.0)
                         lines.append(json.loads(raw))
                     except ValueError:
                         continue
-        done = [x for x in lines if x.get("message") == "connection complete"]
-        if done:
-            return done
-        if time.monotonic() > deadline:
-            raise NetlabError(f"ztunnel on {client['node']} logged no \"connection complete\" for "
-                              f"{hbone_addr} within {timeout:g}s")
-        time.sleep(0.05)  # polling the log for a line, bounded by the deadline
+        return [x for x in lines if x.get("message") == "connection complete"]
+
+    done = poll_until(completed, timeout)
+    if not done:
+        raise NetlabError(f"ztunnel on {client['node']} logged no \"connection complete\" for "
+                          f"{hbone_addr} within {timeout:g}s")
+    return done
