@@ -145,17 +145,9 @@ def _reset_text(lab: LabView, r: dict[str, Any]) -> str:
 
 
 def _hop_text(lab: LabView, h: Hop) -> tuple[str, str]:
-    bits = [f"{_where(lab, h.netns, h.ifname):<34}", f"{h.source}:{h.kind:<11}"]
-    if h.saddr:
-        bits.append(f"{h.saddr}:{h.sport}>{h.daddr}:{h.dport}")
-    if h.tcp_flags:
-        bits.append(f"[{h.tcp_flags}]")
-    if h.reason:
-        bits.append(f"reason={h.reason}")
-    for k in ("location", "chain", "verdict", "rule", "newstate", "state", "status", "ts_from",
-              "not_on_path"):
-        if k in h.detail:
-            bits.append(f"{k}={h.detail[k]}")
+    bits = [f"{_where(lab, h.netns, h.ifname):<34}", f"{h.source}:{h.kind:<11}",
+            *h.text_bits(("location", "chain", "verdict", "rule", "newstate", "state", "status",
+                          "ts_from", "not_on_path"))]
     style = ""
     if h.kind == "drop":
         style = "dim" if h.detail.get("not_on_path") else "drop"

@@ -86,6 +86,19 @@ class Hop:
     detail: dict[str, Any] = field(default_factory=dict)
     mark: int | None = None  # skb->mark (bpf), ct mark (conntrack)
 
+    def text_bits(self, detail_keys: Iterable[str]) -> list[str]:
+        """What a text view prints after where and what: the addresses, the TCP flags,
+        the drop reason, then the `detail_keys` this hop has, as key=value."""
+        bits = []
+        if self.saddr:
+            bits.append(f"{self.saddr}:{self.sport}>{self.daddr}:{self.dport}")
+        if self.tcp_flags:
+            bits.append(f"[{self.tcp_flags}]")
+        if self.reason:
+            bits.append(f"reason={self.reason}")
+        bits += [f"{k}={self.detail[k]}" for k in detail_keys if k in self.detail]
+        return bits
+
 
 _DETAIL_KEYS = ("location", "verdict", "rule", "table", "chain", "oldstate", "newstate",
                 "state", "status", "reply", "dev_from", "sk_state", "ts_from", "ip_id", "in",
@@ -351,16 +364,8 @@ def render_text(tl: Timeline) -> str:
     t0 = tl.hops[0].ts_ns if tl.hops else 0
     for h in tl.hops:
         where = f"{h.netns}/{h.ifname}" if h.ifname else f"{h.netns}"
-        bits = [f"{(h.ts_ns - t0) / 1e6:9.3f}ms", f"{where:<28}", f"{h.source}:{h.kind:<18}"]
-        if h.saddr:
-            bits.append(f"{h.saddr}:{h.sport}>{h.daddr}:{h.dport}")
-        if h.tcp_flags:
-            bits.append(f"[{h.tcp_flags}]")
-        if h.reason:
-            bits.append(f"reason={h.reason}")
-        for k in ("location", "chain", "verdict", "rule", "newstate", "state"):
-            if k in h.detail:
-                bits.append(f"{k}={h.detail[k]}")
+        bits = [f"{(h.ts_ns - t0) / 1e6:9.3f}ms", f"{where:<28}", f"{h.source}:{h.kind:<18}",
+                *h.text_bits(("location", "chain", "verdict", "rule", "newstate", "state"))]
         lines.append("  " + " ".join(str(b) for b in bits))
     if tl.first_drop:
         d = tl.first_drop
