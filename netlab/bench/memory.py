@@ -1,9 +1,10 @@
 """Memory of a lab's processes: PSS from /proc/<pid>/smaps_rollup.
 
-Why PSS (proportional set size) and not RSS: pods forked from one pre-imported
-interpreter share most of their pages, and RSS would count each shared page once per
-process; PSS divides every page among the processes that map it, so the PSS of all
-processes adds up to the memory the lab really uses.
+Why PSS (proportional set size) and not RSS: processes forked from a pre-imported
+interpreter (kernel/zygote.py) share most of their pages, and RSS would count each
+shared page once per process; PSS divides every page among the processes that map it,
+so the PSS of all processes adds up to the memory the lab really uses (less the
+zygotes' own share, 1/(children + 1) of what they share, while they live).
 """
 
 from __future__ import annotations

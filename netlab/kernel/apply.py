@@ -7,9 +7,9 @@ istio-cni does. The iptables-restore runs overlap the netlink work (two worker t
 each started from inside its namespace, so the fork is a cheap vfork with no Python in
 the child); every ruleset is in place before the first process starts.
 
-netlab's own processes (`python -m netlab...`) are forked from one pre-imported
-interpreter (kernel/zygote.py), told what to import before anything else is built, so
-its imports overlap the build; other commands start as fresh processes.
+netlab's own processes (`python -m netlab...`) are forked from pre-imported
+interpreters (kernel/zygote.py, one per entry module), started before anything else is
+built, so their imports overlap the build; other commands start as fresh processes.
 """
 
 from __future__ import annotations
@@ -267,11 +267,11 @@ class Applier:
 
     @staticmethod
     def _warm_zygote(state: DesiredState) -> None:
-        """Have the pre-imported interpreter (kernel/zygote.py) import what this lab's
+        """Have the pre-imported interpreters (kernel/zygote.py) import what this lab's
         processes run, while the namespaces, links and rules are being made."""
         modules = sorted({zygote.module_of(p.argv) for p in state.processes if zygote.eligible(p.argv)})
         if modules:
-            zygote.warm(modules + ["netlab.kernel.supervisor"])  # the supervisor comes last
+            zygote.warm(modules + ["netlab.kernel.supervisor"])  # the supervisor too: it starts last
 
     def _start(self, name: str, netns: str, argv: Sequence[str], log: str, resolv: str | None = None,
                env: dict[str, str] | None = None, uid: int = 0, gid: int = 0,

@@ -18,14 +18,15 @@ children, so PSS per pod falls too.
 Only `python -m MODULE ...` with netlab's own interpreter is forked here (`eligible`);
 any other command is started by `processes.start` as before (`spawn` picks).
 
-One zygote serves the process that builds labs (`netlab up`, a `netlab lab run` that
-builds seven instances, a test session), started on first use (`warm`). It is no
-lab's: it stays in the host's network and mount namespaces, which it never changes,
+Each entry module gets a zygote of its own (`python -m netlab.dataplane.apps` one, the
+DNS server another, and so on; why: the comment above `_shared`), serving the process
+that builds labs (`netlab up`, a `netlab lab run` that builds seven instances, a test
+session), started on first use (`warm`) and importing its module at once. A zygote is
+no lab's: it stays in the host's network and mount namespaces, which it never changes,
 holds no lab file open, and exits when its starter's socket closes, which the kernel
-does when the starter exits or dies, so it never outlives it. It imports a module the
-first time a request names it. Its children are the zygote's until it exits, then
-the host init's, as processes started by `netlab up` are once `up` exits. Should
-the zygote be gone, `spawn` starts a fresh process instead.
+does when the starter exits or dies, so it never outlives it. Its children are the
+zygote's until it exits, then the host init's, as processes started by `netlab up` are
+once `up` exits. Should a zygote be gone, `spawn` starts a fresh process instead.
 
 Protocol (both halves are here): the starter sends one JSON request for up to BATCH
 processes (`spawn_many`: the environment and working directory once, then each
@@ -46,7 +47,8 @@ is mostly reference counts it writes as it runs (CPython 3.11 has no immortal ob
 and its own allocations. Measured by `netlab bench topology --mesh ambient --servers
 100` after every server has answered once: 7.3 MiB PSS per echo server before the
 warm-ups, the compiled entry (`MainCode`), the environment diff (`_child`) and the
-batches (`serve`); 5.4-5.5 MiB after (docs/apps.md).
+batches (`serve`); 5.4-5.5 MiB after; 4.3 MiB with a zygote per entry module
+(docs/apps.md).
 """
 
 from __future__ import annotations
@@ -170,14 +172,6 @@ class Zygote:
             raise KernelError(f"the process zygote could not start {failed}: {answer['error']}")
         return [processes.record(s.name, s.netns, int(pid), s.log) for s, pid in zip(starts, answer["pids"])]
 
-    def preload(self, modules: Iterable[str]) -> None:
-        """Have the zygote import these now, before the first request needs them."""
-        with self._lock:
-            try:
-                self._sock.send(json.dumps({"preload": list(modules)}).encode())
-            except OSError as e:
-                raise ZygoteGone(str(e)) from e
-
     def alive(self) -> bool:
         return self._proc.poll() is None
 
@@ -191,58 +185,64 @@ class Zygote:
             self._proc.wait()
 
 
-_shared: Zygote | None = None
+# One zygote per entry module (`python -m MODULE`), each importing only that program's
+# world. Why not one for all: a child writes reference counts on the objects it uses,
+# and each write copies the whole 4 KiB page it lands on. In a zygote that had also
+# imported the CA, DNS, ztunnel and the supervisor (pyroute2, cryptography, h2,
+# prometheus_client), an echo server's objects lay on pages shared with theirs, so it
+# copied more pages for the same work (docs/apps.md has the figures).
+_shared: dict[str, Zygote] = {}
 _shared_lock = threading.Lock()
 
 
-def warm(modules: Iterable[str]) -> None:
-    """Start this process' zygote if there is none, and have it import `modules` now,
-    so its imports overlap the caller's work (the applier calls this first)."""
-    global _shared
+def _zygote_for(module: str) -> Zygote | None:
+    """The live zygote for this entry module, started (and told to import it) if there
+    is none; None when one cannot be started."""
     with _shared_lock:
-        try:
-            if _shared is None or not _shared.alive():
-                _shared = Zygote(modules)
-            else:
-                _shared.preload(modules)
-        except (OSError, ZygoteGone):
-            _shared = None  # `spawn` starts processes afresh
+        z = _shared.get(module)
+        if z is None or not z.alive():
+            try:
+                z = _shared[module] = Zygote([module])
+            except OSError:
+                _shared.pop(module, None)
+                return None  # `spawn` starts processes afresh
+        return z
+
+
+def warm(modules: Iterable[str]) -> None:
+    """Start a zygote for each entry module that has none, each importing its module at
+    once, so the imports overlap the caller's work (the applier calls this first)."""
+    for module in modules:
+        _zygote_for(module)
 
 
 def spawn(name: str, netns_name: str, argv: Sequence[str], log_path: str,
           resolv_conf_path: str | None = None, env: dict[str, str] | None = None,
           uid: int = 0, gid: int = 0, ready: ReadyPipe | None = None) -> ProcessRecord:
-    """`processes.spawn`, forked from this process' zygote when it can run `argv`."""
+    """`processes.spawn`, forked from a zygote when it can run `argv`."""
     return spawn_many([Start(name, netns_name, argv, log_path, resolv_conf_path, env, uid, gid, ready)])[0]
 
 
 def spawn_many(starts: Sequence[Start]) -> list[ProcessRecord]:
-    """`processes.spawn` for each, in order: runs of `eligible` ones forked from this
-    process' zygote BATCH at a time, anything else (or all, with no zygote) afresh."""
-    records: list[ProcessRecord] = []
-    i = 0
-    while i < len(starts):
-        j = i
-        while j < len(starts) and j - i < BATCH and eligible(starts[j].argv):
-            j += 1
-        if j == i:
-            records.append(_fresh(starts[i]))
-            i += 1
-            continue
-        records += _forked(starts[i:j])
-        i = j
-    return records
+    """`processes.spawn` for each; records in the order given. The `eligible` ones are
+    forked from their entry module's zygote, BATCH per request; anything else (or all,
+    with no zygote) starts afresh."""
+    records: dict[int, ProcessRecord] = {}
+    groups: dict[str, list[int]] = {}
+    for i, s in enumerate(starts):
+        if eligible(s.argv):
+            groups.setdefault(module_of(s.argv), []).append(i)
+        else:
+            records[i] = _fresh(s)
+    for module, indexes in groups.items():
+        for k in range(0, len(indexes), BATCH):
+            chunk = indexes[k:k + BATCH]
+            records.update(zip(chunk, _forked(module, [starts[i] for i in chunk])))
+    return [records[i] for i in range(len(starts))]
 
 
-def _forked(starts: Sequence[Start]) -> list[ProcessRecord]:
-    global _shared
-    with _shared_lock:
-        if _shared is None or not _shared.alive():
-            try:
-                _shared = Zygote()
-            except OSError:
-                _shared = None
-        z = _shared
+def _forked(module: str, starts: Sequence[Start]) -> list[ProcessRecord]:
+    z = _zygote_for(module)
     if z is not None:
         try:
             return z.spawn_many(starts)
@@ -433,9 +433,6 @@ def serve(control: socket.socket, preloaded: dict[str, MainCode | Exception]) ->
             return  # the starter closed its end (done, or dead)
         try:
             request = json.loads(msg)
-            if "preload" in request:
-                _preload_all(request["preload"], preloaded)
-                continue
             batch = request["batch"]
             if sum(1 for r in batch if r["ready"]) != len(fds):
                 raise ValueError(f"{len(fds)} ready pipes arrived for {len(batch)} processes")

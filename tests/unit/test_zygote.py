@@ -108,19 +108,19 @@ def test_a_zygote_that_is_gone_falls_back_to_a_fresh_process(monkeypatch: pytest
             raise zygote.ZygoteGone("broken pipe")
 
     started: list[str] = []
-    monkeypatch.setattr(zygote, "_shared", Gone())
+    monkeypatch.setattr(zygote, "_shared", {"netlab.dataplane.dns": Gone()})
     monkeypatch.setattr(zygote.processes, "spawn", lambda name, *a, **k: started.append(name))
     zygote.spawn("dns", "nl-x-fabric", [sys.executable, "-m", "netlab.dataplane.dns"], "/tmp/log")
     assert started == ["dns"]
 
 
-def test_spawn_many_keeps_order_and_batches_only_runs_of_forkable_commands(
+def test_spawn_many_keeps_order_and_sends_each_entry_module_to_its_own_zygote(
         monkeypatch: pytest.MonkeyPatch) -> None:
     py = sys.executable
-    batches: list[list[str]] = []
+    batches: list[tuple[str, list[str]]] = []
 
-    def forked(starts: list[zygote.Start]) -> list[str]:
-        batches.append([s.name for s in starts])
+    def forked(module: str, starts: list[zygote.Start]) -> list[str]:
+        batches.append((module, [s.name for s in starts]))
         return [f"forked {s.name}" for s in starts]
 
     monkeypatch.setattr(zygote, "_forked", forked)
@@ -128,9 +128,30 @@ def test_spawn_many_keeps_order_and_batches_only_runs_of_forkable_commands(
     app = [py, "-m", "netlab.dataplane.apps", "http-echo", "--port", "80"]
     starts = [zygote.Start(f"p{i}", "ns", app, "/tmp/log") for i in range(zygote.BATCH + 2)]
     starts.insert(1, zygote.Start("socat", "ns", ["/usr/bin/socat", "-"], "/tmp/log"))
+    starts.insert(3, zygote.Start("dns", "ns", [py, "-m", "netlab.dataplane.dns"], "/tmp/log"))
     got = zygote.spawn_many(starts)
     assert got == [("fresh " if s.name == "socat" else "forked ") + s.name for s in starts]
-    assert [len(b) for b in batches] == [1, zygote.BATCH, 1]  # split at the foreign one, then by size
+    assert [(m, len(b)) for m, b in batches] == [("netlab.dataplane.apps", zygote.BATCH),
+                                                 ("netlab.dataplane.apps", 2),
+                                                 ("netlab.dataplane.dns", 1)]
+
+
+def test_warm_starts_one_zygote_per_entry_module_and_reuses_live_ones(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[list[str]] = []
+
+    class Live:
+        def __init__(self, modules: list[str]) -> None:
+            started.append(list(modules))
+
+        def alive(self) -> bool:
+            return True
+
+    monkeypatch.setattr(zygote, "_shared", {})
+    monkeypatch.setattr(zygote, "Zygote", Live)
+    zygote.warm(["netlab.dataplane.apps", "netlab.dataplane.dns"])
+    zygote.warm(["netlab.dataplane.apps", "netlab.kernel.supervisor"])
+    assert started == [["netlab.dataplane.apps"], ["netlab.dataplane.dns"], ["netlab.kernel.supervisor"]]
 
 
 class _FakeZygote(zygote.Zygote):
