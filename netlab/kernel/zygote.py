@@ -5,8 +5,9 @@ asyncio, h11, ssl and netlab's modules on its own: about 9 s of CPU on a 2-core
 machine, and 13 MiB of PSS per pod. Here one interpreter (the zygote) imports those
 modules once; for each process `up` starts, it forks, and the child places itself
 exactly as `processes.start` places a process (a session of its own, output to its
-log file, stdin from /dev/null, setns into the pod's netns, a private mount namespace
-with /sys remounted and the pod's resolv.conf bind-mounted, then uid/gid; the same
+log file, stdin from /dev/null, its argv and environment where /proc/PID/cmdline and
+environ show them, setns into the pod's netns, a private mount namespace with /sys
+remounted and the pod's resolv.conf bind-mounted, then uid/gid; the same
 `processes._enter`), gets the ready pipe, and runs the module as `python -m` would
 (its code compiled once in the zygote, executed in a fresh `__main__` with its spec
 and `sys.argv` as given). The child is a separate
@@ -55,6 +56,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import ctypes
 import dataclasses
 import gc
 import importlib
@@ -63,6 +65,7 @@ import io
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -357,6 +360,56 @@ def _run(main: MainCode, argv: list[str]) -> int:
     return code
 
 
+# prctl(PR_SET_MM, PR_SET_MM_MAP, &struct prctl_mm_map, sizeof): linux/prctl.h. Why the
+# whole map and not PR_SET_MM_ARG_START and friends: those need CAP_SYS_RESOURCE, which
+# root may lack (a container's bounding set); the map is what CRIU restores with, and it
+# is allowed without it as long as /proc/PID/exe is left alone (exe_fd -1).
+_PR_SET_MM, _PR_SET_MM_MAP = 35, 14
+# start_code end_code start_data end_data start_brk brk start_stack arg_start arg_end
+# env_start env_end auxv (u64 each), auxv_size exe_fd (u32 each)
+_MM_MAP = struct.Struct("=12Q2I")
+_KEEP_EXE = 0xFFFFFFFF
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_libc.sbrk.argtypes = [ctypes.c_long]
+_libc.sbrk.restype = ctypes.c_void_p
+_blocks: list[bytes] = []  # the child's command line and environment: the kernel reads them here
+# Where a bytes object's data starts, relative to id(): CPython's PyBytesObject puts
+# ob_sval last, and __basicsize__ counts one byte of it. Why not ctypes buffers: each
+# create_string_buffer makes a new array type, and the objects it touches cost every
+# child about 0.2 MiB of copied pages (scripts/profile_echo_memory.py).
+_BYTES_DATA = bytes.__basicsize__ - 1
+
+
+def _address(data: bytes) -> int:
+    return id(data) + _BYTES_DATA
+
+
+def _show_as_started(argv: Sequence[str], env: dict[str, str]) -> bool:
+    """Point /proc/self/cmdline and /proc/self/environ (what ps, pgrep -f, pkill -f and
+    `ps e` read) at this child's own argv and environment, as a process exec'd with them
+    has, not at the zygote's. Every other field of the map is kept as it is (read from
+    /proc/self/stat, and the break from sbrk(0)). False if the kernel refused: then they
+    stay the zygote's, and nothing else differs."""
+    arg = b"".join(os.fsencode(a) + b"\0" for a in argv)
+    env_block = b"".join(os.fsencode(f"{k}={v}") + b"\0" for k, v in env.items())
+    _blocks[:] = [arg, env_block]
+    fd = os.open("/proc/self/stat", os.O_RDONLY)
+    try:
+        fields = os.read(fd, 4096).rsplit(b")", 1)[1].split()  # fields from the 3rd (state) on
+    finally:
+        os.close(fd)
+
+    def stat(n: int) -> int:  # proc(5) numbers the fields from 1
+        return int(fields[n - 3])
+
+    at, env_at = _address(arg), _address(env_block)
+    mm = _MM_MAP.pack(stat(26), stat(27), stat(45), stat(46), stat(47), _libc.sbrk(0) or 0, stat(28),
+                      at, at + len(arg), env_at, env_at + len(env_block), 0, 0, _KEEP_EXE)
+    _blocks.append(mm)
+    return _libc.prctl(_PR_SET_MM, _PR_SET_MM_MAP, _address(mm), len(mm), 0) == 0
+
+
 def _child(request: dict[str, Any], base_env: dict[str, str], cwd: str, main: MainCode | Exception,
            ready_fd: int | None) -> None:
     """In the forked child: place the process as `processes.start` does, then run it."""
@@ -378,6 +431,7 @@ def _child(request: dict[str, Any], base_env: dict[str, str], cwd: str, main: Ma
             low = 3
         os.closerange(low, 1 << 16)  # the socket, the zygote's files, the batch's other fds
         os.chdir(cwd)  # the starter's, as a process it started would have
+        _show_as_started(request["argv"], env)
         processes._enter(request["netns"], request["resolv"], request["uid"], request["gid"])
         # Only what differs: the child's environment is mostly the zygote's own, and each
         # putenv/unsetenv of all of it rewrote about 0.7 MiB of shared malloc pages.
