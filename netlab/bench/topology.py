@@ -17,6 +17,10 @@ noisy VM):
 
 Memory is the PSS of every process the lab runs (/proc/<pid>/smaps_rollup), measured
 after the client's requests were served.
+
+Every timed build (netlab's, the floor's, Mininet's) starts once the machine is as idle
+as it was before the bench began (bench/quiet.py): the kernel goes on freeing a torn-down
+lab's namespaces after `down` returns, and that work belongs to no figure.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from typing import Any, Callable
 
 from netlab import mesh as meshdefs
 from netlab.bench import memory
+from netlab.bench.quiet import Quiet
 from netlab.errors import BenchError, NetlabError
 from netlab.kernel import floor, lifecycle, processes, query
 from netlab.kernel.ownership import LabRecord
@@ -305,18 +310,22 @@ def run(mesh: str, servers: int, pods: int, nodes: int, runs: int, vs_mininet: b
     if why:
         raise BenchError(why)
     mesh_lab("check", mesh, servers, pods, nodes)  # a size that cannot be built fails here, not after the warm-up
+    quiet = Quiet.measure()
     cold = warm_up(mesh, nodes, say)
     labs: list[LabRun] = []
     floors: list[tuple[float, float]] = []
     minis: list[tuple[float, float]] = []
     for i in range(runs):
+        quiet.wait()  # each build on a machine done with the last one (bench/quiet.py)
         r = time_lab(mesh, servers, pods, nodes)
         say(f"netlab run {i + 1}/{runs}: up {r.up:.2f}s, all {r.requests} answered after "
             f"{r.serve:.2f}s, down {r.down:.2f}s, PSS {r.memory.total_kib / 1024:.0f} MiB")
         labs.append(r)
+        quiet.wait()
         floors.append(time_floor(pods))
         say(f"netlink floor run {i + 1}/{runs}: up {floors[-1][0]:.2f}s down {floors[-1][1]:.2f}s")
         if vs_mininet:
+            quiet.wait()
             minis.append(time_mininet(pods))
             say(f"mininet run {i + 1}/{runs}: up {minis[-1][0]:.2f}s down {minis[-1][1]:.2f}s")
     ours = {"up": statistics.median(r.up for r in labs), "serve": statistics.median(r.serve for r in labs),
@@ -343,23 +352,45 @@ def run(mesh: str, servers: int, pods: int, nodes: int, runs: int, vs_mininet: b
     return result
 
 
-def curve(mesh: str, nodes: int, sizes: tuple[int, ...], say: Say) -> dict[str, Any]:
-    """One build per size, half of the pods echo servers; per-pod cost against 200 pods'."""
+def curve(mesh: str, nodes: int, sizes: tuple[int, ...], runs: int, say: Say) -> dict[str, Any]:
+    """`runs` builds per size, half of the pods echo servers, and the floor beside each;
+    medians, and each size's per-pod cost against 200 pods'.
+
+    Why medians: at 50 pods a lab is up in ~0.4 s, so a 50 ms hiccup moves its per-pod
+    cost by 12%. Each build waits for the machine to be done with the last one
+    (bench/quiet.py): the kernel frees a 1,000-pod teardown's namespaces for a second
+    after it."""
     why = mesh_unavailable(mesh)
     if why:
         raise BenchError(why)
+    quiet = Quiet.measure()
     cold = warm_up(mesh, nodes, say)
+    builds: dict[int, list[LabRun]] = {pods: [] for pods in sizes}
+    floors: dict[int, list[tuple[float, float]]] = {pods: [] for pods in sizes}
+    for pods in sorted(sizes):
+        for i in range(runs):
+            quiet.wait()  # each build on a machine done with the last one (bench/quiet.py)
+            r = time_lab(mesh, pods // 2, pods, nodes)
+            builds[pods].append(r)
+            quiet.wait()
+            floors[pods].append(time_floor(pods))
+            fu, fd = floors[pods][-1]
+            say(f"{pods} pods, run {i + 1}/{runs}: up {r.up:.2f}s down {r.down:.2f}s, "
+                f"{per_pod_ms(r.up, r.down, pods):.1f} ms/pod; floor {fu + fd:.2f}s")
     rows = []
     for pods in sizes:
-        r = time_lab(mesh, pods // 2, pods, nodes)
-        fu, fd = time_floor(pods)
-        row = {"pods": pods, "servers": pods // 2, "up": r.up, "serve": r.serve, "down": r.down,
-               "per_pod_ms": per_pod_ms(r.up, r.down, pods), "floor_up": fu, "floor_down": fd,
-               "vs_floor": (r.up + r.down) / (fu + fd), "memory": r.memory.as_dict()}
-        say(f"{pods} pods: up {r.up:.2f}s down {r.down:.2f}s, {row['per_pod_ms']:.1f} ms/pod; "
-            f"floor {fu + fd:.2f}s")
-        rows.append(row)
+        up = statistics.median(r.up for r in builds[pods])
+        down = statistics.median(r.down for r in builds[pods])
+        floor_ = median_pair(floors[pods])
+        fu, fd = floor_["up"], floor_["down"]
+        rows.append({"pods": pods, "servers": pods // 2, "up": up,
+                     "serve": statistics.median(r.serve for r in builds[pods]), "down": down,
+                     "per_pod_ms": per_pod_ms(up, down, pods), "floor_up": fu, "floor_down": fd,
+                     "vs_floor": (up + down) / (fu + fd),
+                     "memory": builds[pods][len(builds[pods]) // 2].memory.as_dict(),
+                     "runs": [{"up": r.up, "serve": r.serve, "down": r.down} for r in builds[pods]]})
     devs = deviations({r["pods"]: r["per_pod_ms"] for r in rows})
     for row in rows:
         row["vs_reference"] = devs.get(row["pods"])
-    return {"mesh": mesh, "nodes": nodes, "reference": CURVE_REFERENCE, "warm_up": cold, "rows": rows}
+    return {"mesh": mesh, "nodes": nodes, "runs": runs, "reference": CURVE_REFERENCE, "warm_up": cold,
+            "rows": rows}

@@ -43,7 +43,8 @@ def bench() -> None:
 @_positive("--runs", 1, "Repeat and report the median.")
 @click.option("--vs-mininet", is_flag=True, help="Also time Mininet with PODS plain hosts.")
 @click.option("--curve", is_flag=True,
-              help="Instead: up, down and cost per pod at 50, 100, 200, 500 and 1,000 pods.")
+              help="Instead: up, down and cost per pod at 50, 100, 200, 500 and 1,000 pods "
+                   "(half of them servers), the median of --runs builds each.")
 @click.option("--json", "as_json", is_flag=True)
 def topology(mesh: str, servers: int, pods: int, nodes: int, runs: int, vs_mininet: bool, curve: bool,
              as_json: bool) -> None:
@@ -51,9 +52,17 @@ def topology(mesh: str, servers: int, pods: int, nodes: int, runs: int, vs_minin
     beside the raw netlink floor and (with --vs-mininet) Mininet, in the same run."""
     from netlab.bench import topology as bt
 
+    if curve:
+        # The curve picks its own sizes: an option it would ignore is refused, not dropped.
+        ctx = click.get_current_context()
+        given = [f"--{p.replace('_', '-')}" for p in ("servers", "pods", "vs_mininet")
+                 if ctx.get_parameter_source(p) is not click.core.ParameterSource.DEFAULT]
+        if given:
+            raise click.UsageError(f"--curve sets the sizes itself (50 to 1,000 pods, half of them "
+                                   f"servers) and has no Mininet column: drop {' and '.join(given)}")
     require_root()
     if curve:
-        result = bt.curve(mesh, nodes, bt.CURVE_PODS, _say)
+        result = bt.curve(mesh, nodes, bt.CURVE_PODS, runs, _say)
         if as_json:
             out().print_json(json.dumps(result))
             return
@@ -108,7 +117,8 @@ def _print_curve(r: dict) -> None:
                   f"{row['floor_up'] + row['floor_down']:.2f}", f"{row['vs_floor']:.1f}x",
                   f"{row['memory']['per_pod_mib']:.2f}")
     out().print(t)
-    out().print(f"mesh {r['mesh']}, {r['nodes']} nodes, half of the pods echo servers; ms / pod = (up + down) / pods")
+    out().print(f"mesh {r['mesh']}, {r['nodes']} nodes, half of the pods echo servers; medians of "
+                f"{r['runs']} run{'s' if r['runs'] != 1 else ''} per size; ms / pod = (up + down) / pods")
 
 
 @bench.command("hbone")

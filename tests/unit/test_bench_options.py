@@ -30,3 +30,27 @@ def test_a_negative_value_is_a_usage_error(command: str, option: str) -> None:
 def test_zero_is_a_usage_error_where_zero_means_nothing(command: str, option: str) -> None:
     res = CliRunner().invoke(main, ["bench", command, option, "0"])
     assert res.exit_code == 2 and "not in the range" in res.output, res.output
+
+
+@pytest.mark.parametrize("extra, named", [(["--pods", "50"], "--pods"), (["--servers", "3"], "--servers"),
+                                          (["--vs-mininet"], "--vs-mininet")])
+def test_the_curve_refuses_what_it_would_ignore(extra: list[str], named: str) -> None:
+    res = CliRunner().invoke(main, ["bench", "topology", "--curve", *extra])
+    assert res.exit_code == 2 and f"drop {named}" in res.output, res.output
+
+
+def test_the_curve_takes_the_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from netlab.bench import topology as bt
+
+    seen: dict[str, object] = {}
+
+    def curve(mesh: str, nodes: int, sizes: tuple[int, ...], runs: int, say: object) -> dict:
+        seen.update(mesh=mesh, nodes=nodes, sizes=sizes, runs=runs)
+        return {"mesh": mesh, "nodes": nodes, "runs": runs, "reference": 200, "rows": []}
+
+    monkeypatch.setattr(bt, "curve", curve)
+    monkeypatch.setattr("netlab.cli.bench.require_root", lambda: None)
+    res = CliRunner().invoke(main, ["bench", "topology", "--curve", "--runs", "3", "--nodes", "2"])
+    assert res.exit_code == 0, res.output
+    assert seen == {"mesh": "ambient", "nodes": 2, "sizes": bt.CURVE_PODS, "runs": 3}
+    assert "medians of 3 runs per size" in res.output
