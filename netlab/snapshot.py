@@ -300,6 +300,27 @@ def _shape(cls: type) -> tuple[dict[str, Any], frozenset[str], tuple[str, ...]]:
     return {f.name: hints[f.name] for f in fields}, frozenset(f.name for f in fields), required
 
 
+def prime(cls: type) -> int:
+    """Work out the shape of `cls` and of every dataclass its fields can hold, now; how
+    many classes that was. For the process zygote (kernel/zygote.py): done there once,
+    the shapes are shared by every proxy it forks, which would otherwise each evaluate
+    every annotation again (`_shape`) and copy the pages that writes."""
+    seen: set[type] = set()
+
+    def walk(tp: Any) -> None:
+        if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+            if tp not in seen:
+                seen.add(tp)
+                for field_type in _shape(tp)[0].values():
+                    walk(field_type)
+            return
+        for arg in typing.get_args(tp):
+            walk(arg)
+
+    walk(cls)
+    return len(seen)
+
+
 def _decode_dataclass(cls: type, value: Any, where: str) -> Any:
     _expect(value, dict, where)
     hints, names, required = _shape(cls)

@@ -6,6 +6,10 @@ from netlab.dataplane.proxy import config, lifecycle
 from netlab.dataplane.sidecar.proxy import Sidecar
 from netlab.xds import SidecarSnapshot
 
+# What netlab's process zygote (kernel/zygote.py) runs once before it forks this proxy:
+# `config.warm()`, the snapshot decoders worked out for every proxy it forks.
+PRELOAD = ("netlab.dataplane.proxy.config",)
+
 
 async def run(snap: SidecarSnapshot) -> None:
     """Ready (on the ready pipe) once the certificate, listeners and admin ports are up."""

@@ -6,6 +6,10 @@ from netlab.dataplane.proxy import config, lifecycle
 from netlab.dataplane.waypoint.proxy import Waypoint
 from netlab.snapshot import ProxySnapshot
 
+# What netlab's process zygote (kernel/zygote.py) runs once before it forks this proxy:
+# `config.warm()`, the snapshot decoders worked out for every proxy it forks.
+PRELOAD = ("netlab.dataplane.proxy.config",)
+
 
 async def run(cfg: ProxySnapshot) -> None:
     """Ready (on the ready pipe) once 15008, 15021, 15020 and 15090 listen."""

@@ -16,6 +16,10 @@ from netlab.dataplane.ztunnel.config_dump import config_dump
 from netlab.dataplane.ztunnel.proxy import PodProxy
 from netlab.snapshot import ProxySnapshot
 
+# What netlab's process zygote (kernel/zygote.py) runs once before it forks this proxy:
+# `config.warm()`, the snapshot decoders worked out for every proxy it forks.
+PRELOAD = ("netlab.dataplane.proxy.config",)
+
 MODE = "ambient"  # the pods a ztunnel serves
 log = logging.getLogger("ztunnel")
 
