@@ -51,13 +51,53 @@ def tune_malloc() -> None:
 
 def warm() -> None:
     """For the process zygote (kernel/zygote.py), which runs it once before it forks any
-    proxy: the decoders of both snapshot kinds worked out (`snapshot.prime`), so no
-    ztunnel, waypoint or sidecar does it again at start. Measured on a sidecar forked
-    after it, loading its snapshot copied 1.5 MiB of pages instead of 2.1."""
+    proxy: what every ztunnel, waypoint and sidecar does first at start, done once where
+    its writes are shared (CPython 3.11 writes reference counts and specialises bytecode
+    as code runs; OpenSSL 3 and cryptography set up their tables on first use).
+
+    - the decoders of both snapshot kinds worked out (`snapshot.prime`);
+    - a mutual TLS 1.3 handshake between two workload certificates of a throwaway lab
+      root, through netlab's own contexts and identity checks (`rehearse_tls`).
+
+    Measured in a 100-pod sidecar lab (Private_Dirty of a sidecar): see docs/apps.md."""
     from netlab.xds import SidecarSnapshot
 
     prime(ProxySnapshot)
     prime(SidecarSnapshot)
+    rehearse_tls()
+
+
+def rehearse_tls() -> None:
+    """One HBONE-shaped handshake in memory (no socket, no network): a root and two
+    workload leaves from `LabCA` in a temporary directory, the server and client
+    contexts `identity` builds for them, and the peer checks both ends make. It also
+    imports what TLS imports on first use (cryptography's OpenSSL backend, the IDNA
+    codec)."""
+    import ssl
+    import tempfile
+
+    from netlab.dataplane import identity
+    from netlab.dataplane.ca import LabCA
+
+    with tempfile.TemporaryDirectory(prefix="netlab-warm-") as d:
+        ca = LabCA(d)
+        server_cert, client_cert = ca.issue_workload("warm", "server"), ca.issue_workload("warm", "client")
+    server_ctx, client_ctx = identity.server_context(server_cert), identity.client_context(client_cert)
+    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    server = server_ctx.wrap_bio(to_server, to_client, server_side=True)
+    client = client_ctx.wrap_bio(to_client, to_server, server_side=False, server_hostname="warm.invalid")
+    for _ in range(10):  # TLS 1.3 needs two flights each way; each pass moves one
+        done = 0
+        for end in (client, server):
+            try:
+                end.do_handshake()
+                done += 1
+            except ssl.SSLWantReadError:
+                pass
+        if done == 2:
+            break
+    identity.verify_server_identity(client, str(server_cert.identity))
+    identity.verify_client_workload(server, ca.trust_domain)
 
 
 def main(proxy: str, run: Callable[[Any], Awaitable[None]],

@@ -1,10 +1,16 @@
-"""snapshot.prime: the zygote works out every class a proxy's snapshot decodes, up front.
+"""The proxies' warm-up, run by their zygote before it forks one (proxy/config.py).
 
-Judged by the decoder itself: after `prime`, decoding a planned sidecar's snapshot adds
-no class to the shape cache, so no forked proxy works one out on its own pages.
+`snapshot.prime` is judged by the decoder itself: after it, decoding a planned sidecar's
+snapshot adds no class to the shape cache, so no forked proxy works one out on its own
+pages. The TLS rehearsal must complete a real mutual handshake (each end checks the
+other's certificate) and leave nothing on disk.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
 
 from netlab import snapshot, xds
 from netlab.dataplane.proxy import config
@@ -36,3 +42,12 @@ def test_the_proxies_warm_up_primes_both_snapshot_kinds() -> None:
     snapshot.prime(snapshot.ProxySnapshot)
     snapshot.prime(xds.SidecarSnapshot)
     assert snapshot._shape.cache_info().misses == misses  # both were worked out already
+
+
+def test_the_tls_rehearsal_completes_a_mutual_handshake_and_leaves_no_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    config.rehearse_tls()  # raises IdentityError if either end saw no certificate
+    assert list(tmp_path.iterdir()) == []
