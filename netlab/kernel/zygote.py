@@ -43,7 +43,8 @@ arguments, to start fast as a fresh interpreter). A module so named may define
 scratch network namespace: `_warm`). Why: CPython 3.11 keeps reference counts in the
 objects and specialises bytecode in place as it runs, so the first use of shared code in
 each child copies the pages it writes. Building the apps' argument parser and serving
-two loopback requests in the zygote does those writes once. What each child still owns
+two loopback requests in the zygote does those writes once; for the proxies, working out
+the snapshot decoders and one TLS handshake in memory (dataplane/proxy/config.py). What each child still owns
 is mostly reference counts it writes as it runs (CPython 3.11 has no immortal objects)
 and its own allocations. Measured by `netlab bench topology --mesh ambient --servers
 100` after every server has answered once: 7.3 MiB PSS per echo server before the
