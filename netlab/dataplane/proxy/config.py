@@ -59,7 +59,7 @@ def warm() -> None:
     - a mutual TLS 1.3 handshake between two workload certificates of a throwaway lab
       root, through netlab's own contexts and identity checks (`rehearse_tls`).
 
-    Measured in a 100-pod sidecar lab (Private_Dirty of a sidecar): see docs/apps.md."""
+    What it saves each sidecar, measured: docs/sidecar.md, *Memory*."""
     from netlab.xds import SidecarSnapshot
 
     prime(ProxySnapshot)
