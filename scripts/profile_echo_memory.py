@@ -54,7 +54,9 @@ def play_zygote(workdir: str, netns: str, also: list[str]) -> None:
     _dump_objects(os.path.join(workdir, "pages.json"))
     gc.collect()
     gc.freeze()
-    ready_r, ready_w = os.pipe()
+    from netlab.readiness import ENV
+
+    ready_w = int(os.environ.pop(ENV))  # the measurer's ready pipe: it waits on the child's line
     argv = [sys.executable, "-m", ENTRY, "http-echo", "--port", str(PORT), "--name", "profiled"]
     request = {"argv": argv, "netns": netns, "log": os.path.join(workdir, "child.log"),
                "resolv": None, "env": {}, "uid": 0, "gid": 0, "ready": True}
@@ -116,25 +118,15 @@ def owned_pages(pid: int) -> dict[int, str]:
 
 
 def wait_stopped(pid: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Until the child has stopped itself (it is not ours to waitpid for)."""
+    from netlab.labs.context import poll_until  # the measurer's only: the stand-in stays lean
+
+    def stopped() -> bool:
         with open(f"/proc/{pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] == "T":
-                return
-        time.sleep(0.01)
-    raise SystemExit(f"the child {pid} did not stop within {timeout:.0f} s")
+            return f.read().rsplit(")", 1)[1].split()[0] == "T"
 
-
-def wait_listening(pid: int, timeout: float = 30.0) -> None:
-    """Its listener is up once /proc/PID/net/tcp (its namespace's) shows it LISTEN."""
-    want = f":{PORT:04X} "
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with open(f"/proc/{pid}/net/tcp") as f:
-            if any(want in line and line.split()[3] == "0A" for line in f):
-                return
-        time.sleep(0.02)
-    raise SystemExit(f"the child {pid} did not listen on {PORT} within {timeout:.0f} s")
+    if not poll_until(stopped, timeout):
+        raise SystemExit(f"the child {pid} did not stop within {timeout:.0f} s")
 
 
 def request() -> None:
@@ -167,12 +159,18 @@ def report(step: str, owned: dict[int, str], before: dict[int, str],
 
 
 def measure(requests: int, top: int, also: list[str]) -> None:
+    from netlab.readiness import ReadyPipe
+
     subprocess.run(["ip", "netns", "add", NETNS], check=True)
     workdir = tempfile.mkdtemp(prefix="netlab-memprof-")
     zyg = None
     try:
         subprocess.run(["ip", "-n", NETNS, "link", "set", "lo", "up"], check=True)
-        zyg = subprocess.Popen([sys.executable, __file__, "--zygote", workdir, NETNS, *also], stdout=subprocess.PIPE, text=True)
+        ready = ReadyPipe()  # the stand-in hands its write end to the child, as the zygote does
+        zyg = subprocess.Popen([sys.executable, __file__, "--zygote", workdir, NETNS, *also],
+                               stdout=subprocess.PIPE, text=True, pass_fds=ready.pass_fds(),
+                               env={**os.environ, **ready.env()})
+        ready.started()
         assert zyg.stdout is not None
         pid = int(zyg.stdout.readline())
         with open(os.path.join(workdir, "pages.json")) as f:
@@ -186,7 +184,7 @@ def measure(requests: int, top: int, also: list[str]) -> None:
             report(step, owned, before, objects, top)
             before = owned
             os.kill(pid, signal.SIGCONT)
-        wait_listening(pid)
+        ready.wait(30)  # the server says ready once it listens
         quiesce(pid)
         owned = owned_pages(pid)
         report("ready", owned, before, objects, top)

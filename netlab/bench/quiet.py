@@ -58,10 +58,9 @@ class Quiet:
     def measure(cls) -> "Quiet":
         return cls(_sample(WINDOW))
 
-    def wait(self, deadline: float = DEADLINE) -> float:
-        """Until a window is settled, or the deadline; the seconds it took."""
+    def wait(self, deadline: float = DEADLINE) -> None:
+        """Until a window is settled, or the deadline."""
         started = time.monotonic()
         while not settled(_sample(WINDOW), self.baseline):
             if time.monotonic() - started >= deadline:
-                break
-        return time.monotonic() - started
+                return
